@@ -1,0 +1,93 @@
+"""The `funnel` command: one entry point for the stack, the worker and the tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from stream.config import Settings
+
+COMPONENTS = ["kafka", "redis", "prometheus", "alertmanager"]
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from stream.stack import Stack, StackError
+
+    unknown = set(args.components) - set(COMPONENTS)
+    if unknown:
+        print(f"funnel stack: unknown component(s) {sorted(unknown)}; known: {COMPONENTS}")
+        return 2
+    stack = Stack(Settings.from_env())
+    names = args.components or None
+    try:
+        if args.action == "up":
+            stack.up(names)
+        elif args.action == "down":
+            stack.down(names)
+        else:
+            report = stack.status()
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                for name, st in report.items():
+                    state = "healthy" if st["healthy"] else "running" if st["running"] else "down"
+                    pid = st["pid"] or "-"
+                    print(f"{name:<12} {state:<8} {st['address']:<18} pid {pid:<8} log {st['log']}")
+            return 0 if all(st["healthy"] for st in report.values()) else 1
+    except StackError as exc:
+        print(f"funnel stack {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.worker import run_worker
+
+    return run_worker(Settings.from_env(), web_port=args.web_port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(Settings.from_env(), rate=args.rate, duration=args.duration, seed=args.seed)
+
+
+def cmd_config(_: argparse.Namespace) -> int:
+    for key, value in Settings.from_env().describe().items():
+        print(f"{key} = {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="funnel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start, check or stop the local Kafka/Redis/Prometheus")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("components", nargs="*", default=[], help=" ".join(COMPONENTS))
+    stack.add_argument("--json", action="store_true", help="status as JSON")
+    stack.set_defaults(func=cmd_stack)
+
+    worker = sub.add_parser("worker", help="run a Faust worker (web on FUNNEL_WEB_PORT)")
+    worker.add_argument("--web-port", type=int, default=None)
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="send demo traffic to the input topics")
+    demo.add_argument("--rate", type=float, default=50.0, help="events per second")
+    demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    demo.add_argument("--seed", type=int, default=1)
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="print the settings in effect")
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

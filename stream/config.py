@@ -1,0 +1,120 @@
+"""All configuration in one place: environment variables with a ``FUNNEL_`` prefix.
+
+Every setting has a documented default so that ``make run`` works with no
+environment at all; the tests override ports and the run directory so they
+never collide with a stack a developer already has running.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+INPUT_TOPICS = {
+    "visit": "shop.visits",
+    "signup": "shop.signups",
+    "cart": "shop.cart",
+    "call": "crm.calls",
+    "deal_stage": "crm.deal-stages",
+}
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"FUNNEL_{name}", default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = _env(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"FUNNEL_{name}={raw!r} is not an integer") from None
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = _env(name, str(default))
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"FUNNEL_{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings read once from the environment (see ``Settings.from_env``)."""
+
+    # Where the local stack keeps pid files, logs and data (FUNNEL_RUN_DIR).
+    run_dir: Path = REPO_ROOT / ".run"
+    # Interface every component binds to (FUNNEL_HOST). Keep 127.0.0.1 locally.
+    host: str = "127.0.0.1"
+    # Kafka (FUNNEL_KAFKA_PORT, FUNNEL_KAFKA_CONTROLLER_PORT, FUNNEL_KAFKA_VERSION).
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9097
+    kafka_version: str = "3.9.1"
+    # Jars fetched by Maven, shared by every checkout (FUNNEL_KAFKA_LIB).
+    kafka_lib: Path = Path.home() / ".cache" / "funnel-stream" / "kafka-3.9.1" / "lib"
+    kafka_heap: str = "768m"
+    # Partitions of every topic the stack creates (FUNNEL_PARTITIONS).
+    partitions: int = 2
+    # Bootstrap servers for the worker; defaults to the local broker (FUNNEL_KAFKA_BOOTSTRAP).
+    kafka_bootstrap: str = ""
+    redis_port: int = 6379
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
+    # Prometheus scrape and rule evaluation interval (FUNNEL_SCRAPE_INTERVAL).
+    scrape_interval: str = "5s"
+    # Worker: Faust app id, web port, table store (FUNNEL_APP_ID, FUNNEL_WEB_PORT, FUNNEL_STORE).
+    app_id: str = "funnel-stream"
+    web_port: int = 6066
+    store: str = "memory://"
+    # Prefix of every input topic name, e.g. "test." (FUNNEL_TOPIC_PREFIX).
+    topic_prefix: str = ""
+    dead_letter_topic: str = "funnel.dead-letter"
+    # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
+    commit_interval: float = 1.0
+    # Log level of the worker's structured logs (FUNNEL_LOG_LEVEL).
+    log_level: str = "info"
+    topics: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        version = _env("KAFKA_VERSION", cls.kafka_version)
+        prefix = _env("TOPIC_PREFIX", "")
+        kafka_port = _env_int("KAFKA_PORT", cls.kafka_port)
+        default_lib = Path.home() / ".cache" / "funnel-stream" / f"kafka-{version}" / "lib"
+        topics = {t: _env(f"TOPIC_{t.upper()}", prefix + name) for t, name in INPUT_TOPICS.items()}
+        host = _env("HOST", cls.host)
+        return cls(
+            run_dir=Path(_env("RUN_DIR", str(cls.run_dir))).resolve(),
+            host=host,
+            kafka_port=kafka_port,
+            kafka_controller_port=_env_int("KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
+            kafka_version=version,
+            kafka_lib=Path(_env("KAFKA_LIB", str(default_lib))),
+            kafka_heap=_env("KAFKA_HEAP", cls.kafka_heap),
+            partitions=_env_int("PARTITIONS", cls.partitions),
+            kafka_bootstrap=_env("KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
+            redis_port=_env_int("REDIS_PORT", cls.redis_port),
+            prometheus_port=_env_int("PROMETHEUS_PORT", cls.prometheus_port),
+            alertmanager_port=_env_int("ALERTMANAGER_PORT", cls.alertmanager_port),
+            scrape_interval=_env("SCRAPE_INTERVAL", cls.scrape_interval),
+            app_id=_env("APP_ID", cls.app_id),
+            web_port=_env_int("WEB_PORT", cls.web_port),
+            store=_env("STORE", cls.store),
+            topic_prefix=prefix,
+            dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
+            commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
+            log_level=_env("LOG_LEVEL", cls.log_level),
+            topics=topics,
+        )
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    def describe(self) -> dict[str, str]:
+        """Flat view for `funnel config`, so users can see what is in effect."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}

@@ -1,0 +1,53 @@
+"""Structured (one JSON object per line) logging, quiet at info level.
+
+Faust, mode and aiokafka are chatty at info; they are held at warning unless
+the worker runs at debug, so our own info lines stay readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+NOISY = ("faust", "mode", "aiokafka", "kafka", "aiohttp.access")
+_STD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """A dictConfig for the worker; pass to mode's Worker so it does not override it."""
+    level = level.upper()
+    noisy_level = "DEBUG" if level == "DEBUG" else "WARNING"
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {name: {"level": noisy_level} for name in NOISY},
+    }
+
+
+def setup(level: str) -> None:
+    import logging.config
+
+    logging.config.dictConfig(logging_config(level))
