@@ -24,7 +24,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
         if args.action == "up":
             stack.up(names)
         elif args.action == "down":
-            stack.down(names)
+            stack.down(names, purge=args.purge)
         else:
             report = stack.status()
             if args.json:
@@ -41,6 +41,17 @@ def cmd_stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.stack import Stack
+
+    stack = Stack(Settings.from_env())
+    created = asyncio.run(stack.create_topics())
+    print(f"created: {', '.join(created) or 'none (all exist)'}")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.worker import run_worker
 
@@ -51,6 +62,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
 
     return run_demo(Settings.from_env(), rate=args.rate, duration=args.duration, seed=args.seed)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream.runner import run_all
+
+    return run_all(Settings.from_env(), rate=args.rate)
 
 
 def cmd_config(_: argparse.Namespace) -> int:
@@ -67,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status"])
     stack.add_argument("components", nargs="*", default=[], help=" ".join(COMPONENTS))
     stack.add_argument("--json", action="store_true", help="status as JSON")
+    stack.add_argument("--purge", action="store_true", help="with down: also delete data and logs")
     stack.set_defaults(func=cmd_stack)
+
+    topics = sub.add_parser("topics", help="create the input and dead-letter topics if missing")
+    topics.add_argument("action", choices=["create"])
+    topics.set_defaults(func=cmd_topics)
 
     worker = sub.add_parser("worker", help="run a Faust worker (web on FUNNEL_WEB_PORT)")
     worker.add_argument("--web-port", type=int, default=None)
@@ -78,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
+    run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
+    run.set_defaults(func=cmd_run)
 
     config = sub.add_parser("config", help="print the settings in effect")
     config.set_defaults(func=cmd_config)

@@ -240,9 +240,12 @@ class Stack:
             if created:
                 self.say(f"{'topics':<12} created {', '.join(sorted(created))}")
 
-    def down(self, names: list[str] | None = None) -> None:
+    def down(self, names: list[str] | None = None, purge: bool = False) -> None:
         for name in reversed(names or list(self.components)):
             self.stop(name)
+            if purge:
+                shutil.rmtree(self.run / name, ignore_errors=True)
+                self.say(f"{name:<12} data removed")
 
     def status(self) -> dict[str, dict[str, object]]:
         report: dict[str, dict[str, object]] = {}

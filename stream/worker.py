@@ -9,19 +9,17 @@ a key written from several partitions is overwritten on recovery), and serves
 from __future__ import annotations
 
 import logging
-import weakref
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import faust
 import orjson
-from faust.streams import _current_event
 from prometheus_client import Counter as PromCounter
 
 from stream import logs
 from stream.config import Settings
+from stream.eos import ack_all, commits_held, write_state
 from stream.metrics import EVENTS, exposition
 
 log = logging.getLogger("stream.worker")
@@ -32,6 +30,12 @@ REJECTED = PromCounter(
     ["topic", "reason"],
 )
 
+INDEX_HTML = """<!doctype html><meta charset="utf-8"><title>funnel stream</title>
+<h1>funnel stream worker</h1>
+<ul><li><a href="/metrics">/metrics</a></li>
+<li><a href="/api/visits-per-minute">/api/visits-per-minute</a></li>
+<li><a href="/health/ready">/health/ready</a></li></ul>"""
+
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
 
@@ -40,20 +44,6 @@ def minute_bucket(occurred_at: str) -> str:
     """Event-time minute (UTC, ISO) of an RFC 3339 timestamp."""
     ts = datetime.fromisoformat(occurred_at.replace("Z", "+00:00"))
     return datetime.fromtimestamp(int(ts.timestamp()) // 60 * 60, tz=UTC).isoformat()
-
-
-@contextmanager
-def writing_as(event: faust.EventT) -> Iterator[None]:
-    """Make table writes inside the block go to ``event``'s partition.
-
-    Faust routes a table's changelog write by the stream's current event,
-    which ``take_events`` does not set per event; batch handlers set it here.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
@@ -81,7 +71,6 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     async def count_visits(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             deltas: dict[int, Counter[str]] = defaultdict(Counter)
-            last_event: dict[int, faust.EventT] = {}
             for event in batch:
                 msg = event.message
                 try:
@@ -99,20 +88,24 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                         },
                     )
                     continue
+                # The partition is in the key (DESIGN.md section 7).
                 deltas[msg.partition][f"{msg.partition}|{minute}"] += 1
-                last_event[msg.partition] = event
-            for partition, counts in deltas.items():
-                # One changelog write per key and batch, sent to the partition
-                # the counts came from (the key carries it too).
-                with writing_as(last_event[partition]):
-                    for key, n in counts.items():
-                        visits_per_minute[key] += n
+            async with commits_held(app):
+                for partition, counts in deltas.items():
+                    updates = {k: visits_per_minute.data.get(k, 0) + n for k, n in counts.items()}
+                    await write_state(visits_per_minute, partition, updates)
+                await ack_all(stream, batch)
+            for counts in deltas.values():
                 events_ok.inc(sum(counts.values()))
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001 - Faust view signature
         body, content_type = exposition()
         return web.bytes(body, content_type=content_type.split(";")[0])
+
+    @app.page("/")
+    async def index(web, request):  # noqa: ANN001
+        return web.html(INDEX_HTML)
 
     @app.page("/health/live")
     async def live(web, request):  # noqa: ANN001
@@ -139,6 +132,16 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 def run_worker(settings: Settings, web_port: int | None = None) -> int:
     from faust.worker import Worker
 
+    from stream.stack import port_open
+
+    port = web_port or settings.web_port
+    if port_open(settings.host, port):
+        print(
+            f"funnel worker: web port {settings.host}:{port} is already in use; "
+            "stop the other worker or set FUNNEL_WEB_PORT",
+            file=sys.stderr,
+        )
+        return 1
     app = create_app(settings, web_port)
     worker = Worker(
         app,

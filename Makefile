@@ -1,0 +1,49 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FUNNEL := $(VENV)/bin/funnel
+
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make run: stack up, worker, demo traffic, page on http://127.0.0.1:6066 (Ctrl-C stops worker+demo)
+run: install
+	$(FUNNEL) run
+
+## make test: lint, then every test (unit, property, integration against the real stack)
+test: install lint
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+unit: install
+	$(PY) -m pytest tests/unit
+
+integration: install
+	$(PY) -m pytest -m integration
+
+stack-up: install
+	$(FUNNEL) stack up
+
+stack-down: install
+	$(FUNNEL) stack down
+
+stack-status: install
+	$(FUNNEL) stack status
+
+clean: stack-down
+	rm -rf .run

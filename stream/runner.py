@@ -1,0 +1,77 @@
+"""`funnel run`: the whole thing on one machine for a person to look at.
+
+Starts the local stack, one worker and the demo producer, prints where to look,
+and on Ctrl-C stops the worker and the demo (the stack stays up for the next
+run; `funnel stack down` stops it).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from stream.config import Settings
+from stream.stack import Stack, StackError, log_tail
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def run_all(settings: Settings, rate: float) -> int:
+    stack = Stack(settings)
+    try:
+        stack.up()
+    except StackError as exc:
+        print(f"funnel run: {exc}", file=sys.stderr)
+        return 1
+    stack.write_scrape_targets([settings.web_port])
+    worker_log = settings.run_dir / "worker.log"
+    base = [sys.executable, "-m", "stream"]
+    with worker_log.open("ab") as log:
+        worker = subprocess.Popen([*base, "worker"], stdout=log, stderr=subprocess.STDOUT)
+    web = f"http://{settings.host}:{settings.web_port}"
+    deadline = time.monotonic() + 90
+    while not _ready(web + "/health/ready"):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            print(f"funnel run: worker did not start; {worker_log}:\n{log_tail(worker_log)}")
+            worker.kill()
+            return 1
+        time.sleep(0.5)
+    print(
+        f"\nworker      {web}  (live page)\n"
+        f"metrics     {web}/metrics\n"
+        f"prometheus  http://{settings.host}:{settings.prometheus_port}\n"
+        f"alerts      http://{settings.host}:{settings.alertmanager_port}\n"
+        f"worker log  {worker_log}\n"
+        "Ctrl-C stops the worker and the demo; `make stack-down` stops the stack.\n",
+        flush=True,
+    )
+    demo = subprocess.Popen([*base, "demo", "--rate", str(rate)])
+    # SIGTERM (e.g. from a supervisor) stops the children like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while worker.poll() is None and demo.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in (demo, worker):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT if proc is demo else signal.SIGTERM)
+        for proc in (demo, worker):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    if worker.returncode not in (0, -signal.SIGTERM, None):
+        print(f"worker exited with {worker.returncode}; {worker_log}:\n{log_tail(worker_log)}")
+        return 1
+    return 0

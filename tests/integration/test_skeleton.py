@@ -1,0 +1,104 @@
+"""Walking skeleton end to end: real broker -> real worker -> /metrics -> real Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from stream.stack import Stack
+from tests.support import (
+    TEST_ENV,
+    WorkerProcess,
+    free_port,
+    http_json,
+    metric_sum,
+    prometheus_query,
+    settings_for,
+    unique_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in zip(keys, values, strict=True):
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_visits_flow_through_broker_worker_and_prometheus(stack, stack_env):
+    env = unique_env(stack_env)
+    settings = settings_for(env)
+    stack_api = Stack(settings)
+    asyncio.run(stack_api.create_topics())
+
+    port = free_port()
+    worker = WorkerProcess(env, port).start()
+    # Tell the real Prometheus to scrape this worker.
+    stack_api.write_scrape_targets([port], name=f"skeleton-{port}")
+    try:
+        base = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+        per_minute = {0: 37, 1: 52, 2: 11}
+        values, keys = [], []
+        for minute, n in per_minute.items():
+            for i in range(n):
+                at = base + timedelta(minutes=minute, seconds=i % 60)
+                visitor = f"v{minute}-{i}"
+                values.append(
+                    orjson.dumps(
+                        {
+                            "event_id": f"e-{minute}-{i}",
+                            "type": "visit",
+                            "occurred_at": at.isoformat(),
+                            "visitor_id": visitor,
+                        }
+                    )
+                )
+                keys.append(visitor.encode())
+        # One malformed message: counted as rejected, the worker keeps going.
+        values.append(b"{not json")
+        keys.append(b"bad")
+        total = sum(per_minute.values())
+        asyncio.run(produce(settings.kafka_bootstrap, settings.topics["visit"], values, keys))
+
+        topic = settings.topics["visit"]
+        wait_for(
+            lambda: metric_sum(worker.metrics(), "funnel_events_total", topic=topic) == total,
+            60,
+            f"worker /metrics to count {total} visits",
+        )
+        metrics = worker.metrics()
+        assert metric_sum(metrics, "funnel_events_total", topic=topic, type="visit") == total
+        assert metric_sum(metrics, "funnel_events_rejected_total", topic=topic) == 1
+
+        counts = http_json(worker.url + "/api/visits-per-minute")
+        assert counts == {
+            (base + timedelta(minutes=m)).isoformat(): n for m, n in per_minute.items()
+        }
+
+        prom_port = int(TEST_ENV["FUNNEL_PROMETHEUS_PORT"])
+        expr = f'sum(funnel_events_total{{topic="{topic}",instance="127.0.0.1:{port}"}})'
+        result = wait_for(
+            lambda: [r for r in prometheus_query(prom_port, expr) if float(r["value"][1]) == total],
+            60,
+            f"Prometheus to have funnel_events_total == {total}",
+        )
+        assert float(result[0]["value"][1]) == total
+        up = prometheus_query(prom_port, f'up{{instance="127.0.0.1:{port}"}}')
+        assert up and up[0]["value"][1] == "1", json.dumps(up)
+    finally:
+        stack_api.targets_dir().joinpath(f"skeleton-{port}.json").unlink(missing_ok=True)
+        code = worker.stop()
+        assert code == 0, f"worker did not stop cleanly ({code}):\n{worker.log_tail()}"

@@ -1,0 +1,184 @@
+"""Helpers for tests that drive real processes: workers, producers, HTTP polls."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Ports of the test stack: away from the defaults so `make run` can stay up.
+TEST_ENV = {
+    "FUNNEL_RUN_DIR": str(REPO / ".run" / "test"),
+    "FUNNEL_KAFKA_PORT": "19092",
+    "FUNNEL_KAFKA_CONTROLLER_PORT": "19097",
+    "FUNNEL_REDIS_PORT": "16379",
+    "FUNNEL_PROMETHEUS_PORT": "19090",
+    "FUNNEL_ALERTMANAGER_PORT": "19093",
+    "FUNNEL_SCRAPE_INTERVAL": "1s",
+    "FUNNEL_WEB_PORT": "16066",
+    "FUNNEL_KAFKA_HEAP": "512m",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_json(url: str, timeout: float = 5.0) -> Any:
+    status, body = http_get(url, timeout)
+    if status != 200:
+        raise AssertionError(f"GET {url} -> {status}: {body[:500]!r}")
+    return json.loads(body)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    """Poll ``check`` until it returns a truthy value; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as exc:  # noqa: BLE001 - keep polling, report at the end
+            last_exc = exc
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; last={last!r} {last_exc!r}"
+    )
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value} (no HELP/TYPE lines)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        out[key] = float(value)
+    return out
+
+
+def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
+    total = 0.0
+    for key, value in metrics.items():
+        metric, _, rest = key.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in rest for k, v in labels.items()):
+            total += value
+    return total
+
+
+def unique_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """Environment for one test's worker: its own topics and consumer group."""
+    tag = uuid.uuid4().hex[:8]
+    env = {
+        **base,
+        "FUNNEL_TOPIC_PREFIX": f"t{tag}.",
+        "FUNNEL_APP_ID": f"funnel-test-{tag}",
+    }
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real `funnel worker` subprocess with its log in the run directory."""
+
+    def __init__(self, env: dict[str, str], web_port: int, name: str = "worker") -> None:
+        self.env = {**env, "FUNNEL_WEB_PORT": str(web_port)}
+        self.port = web_port
+        run_dir = Path(env["FUNNEL_RUN_DIR"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = run_dir / f"{name}-{env.get('FUNNEL_APP_ID', 'app')}-{web_port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 60.0) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        wait_for(self._ready, ready_timeout, f"worker on :{self.port} to be ready")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(
+                f"worker exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+            )
+        status, _ = http_get(self.url + "/health/ready", timeout=1.0)
+        return status == 200
+
+    def log_tail(self, n: int = 40) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def metrics(self) -> dict[str, float]:
+        status, body = http_get(self.url + "/metrics")
+        assert status == 200, body
+        return parse_metrics(body.decode())
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def prometheus_query(port: int, expr: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    data = http_json(url)
+    assert data["status"] == "success", data
+    return data["data"]["result"]
+
+
+def settings_for(env: dict[str, str]):
+    """Settings as the worker in ``env`` would read them."""
+    from stream.config import Settings
+
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings.from_env()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
