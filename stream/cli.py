@@ -21,7 +21,9 @@ def cmd_stack(args: argparse.Namespace) -> int:
     stack = Stack(Settings.from_env())
     names = args.components or None
     try:
-        if args.action == "up":
+        if args.action == "fetch":
+            print(f"Kafka jars in {stack.fetch_kafka_jars()}")
+        elif args.action == "up":
             stack.up(names)
         elif args.action == "down":
             stack.down(names, purge=args.purge)
@@ -81,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stack = sub.add_parser("stack", help="start, check or stop the local Kafka/Redis/Prometheus")
-    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("action", choices=["up", "down", "status", "fetch"])
     stack.add_argument("components", nargs="*", default=[], help=" ".join(COMPONENTS))
     stack.add_argument("--json", action="store_true", help="status as JSON")
     stack.add_argument("--purge", action="store_true", help="with down: also delete data and logs")

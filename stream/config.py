@@ -75,6 +75,9 @@ class Settings:
     dead_letter_topic: str = "funnel.dead-letter"
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
+    # Consumer-group session timeout in seconds: how long a crashed worker's
+    # partitions wait before a rebalance hands them on (FUNNEL_SESSION_TIMEOUT).
+    session_timeout: float = 30.0
     # Log level of the worker's structured logs (FUNNEL_LOG_LEVEL).
     log_level: str = "info"
     topics: dict[str, str] = field(default_factory=dict)
@@ -107,6 +110,7 @@ class Settings:
             topic_prefix=prefix,
             dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
+            session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),
             topics=topics,
         )
