@@ -195,6 +195,8 @@ def decode(raw: bytes, expected_type: str | None = None, now: float | None = Non
         event = _decoder.decode(raw)
     except msgspec.ValidationError as exc:
         raise _classify(exc) from None
+    except UnicodeDecodeError as exc:
+        raise Rejection("invalid_encoding", f"message is not UTF-8: {exc}") from None
     except msgspec.DecodeError as exc:
         try:
             bytes(raw).decode("utf-8")
