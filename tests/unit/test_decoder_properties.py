@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INPUT_TOPICS
-from stream.events import REASONS, Rejection, decode, encode
+from stream.events import REASONS, TIMESTAMP_PATTERN, Rejection, decode, encode
 from tests.unit.test_schemas import MANIFEST, NOW, TOPIC_TYPE, schema_errors
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
@@ -31,9 +31,7 @@ timestamps = st.one_of(
     st.text(max_size=40),
     st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
     st.datetimes().map(lambda d: d.isoformat()),
-    st.from_regex(
-        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
-    ),
+    st.from_regex(TIMESTAMP_PATTERN, fullmatch=True),
 )
 
 
