@@ -73,6 +73,11 @@ class Settings:
     # Prefix of every input topic name, e.g. "test." (FUNNEL_TOPIC_PREFIX).
     topic_prefix: str = ""
     dead_letter_topic: str = "funnel.dead-letter"
+    # Internal topic of valid events re-keyed by entity (FUNNEL_EVENTS_TOPIC).
+    events_topic: str = "funnel.events"
+    # Duplicates of an event_id within this many seconds of event time count
+    # once (FUNNEL_DEDUP_HORIZON); older ids are forgotten to bound state.
+    dedup_horizon: float = 86400.0
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
     # Consumer-group session timeout in seconds: how long a crashed worker's
@@ -109,6 +114,8 @@ class Settings:
             store=_env("STORE", cls.store),
             topic_prefix=prefix,
             dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
+            events_topic=_env("EVENTS_TOPIC", prefix + cls.events_topic),
+            dedup_horizon=_env_float("DEDUP_HORIZON", cls.dedup_horizon),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),

@@ -22,6 +22,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+import orjson
+from faust.types import TP
 
 
 @asynccontextmanager
@@ -44,23 +46,76 @@ async def commits_held(app: faust.App) -> AsyncIterator[None]:
         held.set_result(None)
 
 
-async def write_state(table: faust.Table, partition: int, updates: Mapping[Any, Any]) -> None:
-    """Set keys in ``table`` and put their changelog records in the transaction.
+async def write_state(
+    app: faust.App, table: faust.Table, source: TP, updates: Mapping[Any, Any]
+) -> None:
+    """Set keys in ``table`` and put their changelog records in ``source``'s transaction.
 
-    ``partition`` is the source partition the updates came from; the
-    changelog partition must equal it so recovery restores them to the
-    worker that owns that partition.
+    ``source`` is the input partition the updates came from; the changelog
+    partition equals its number so recovery restores them to the worker that
+    owns it. A value of None deletes the key (a changelog tombstone). Records
+    are serialised as JSON, as the tables' json schema expects on recovery.
     """
     data = table.data
-    changelog = table.changelog_topic
+    changelog = table.changelog_topic.get_topic_name()
     for key, value in updates.items():
         if value is None:
             data.pop(key, None)
+            raw = None
         else:
             data[key] = value
-        await changelog.send(key=key, value=value, partition=partition)
+            raw = orjson.dumps(value)
+        await send_in_transaction(
+            app, source, changelog, orjson.dumps(key), raw, partition=source.partition
+        )
 
 
 async def ack_all(stream: faust.StreamT, events: Iterable[faust.EventT]) -> None:
     for event in events:
         await stream.ack(event)
+
+
+async def send_in_transaction(
+    app: faust.App,
+    source: TP,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None = None,
+    partition: int | None = None,
+) -> None:
+    """Produce to ``topic`` inside the open transaction of the *source* partition.
+
+    Faust picks a transaction by the destination partition, which only fits
+    changelogs co-partitioned with the source; forwarding to another topic
+    (re-keying, dead letters) must commit with the offsets it came from.
+    """
+    group = app.assignor.group_for_topic(source.topic)
+    transactional_id = f"{app.conf.id}-{group}-{source.partition}"
+    await app.producer.send(
+        topic, key, value, partition, None, headers, transactional_id=transactional_id
+    )
+
+
+def fix_recovery_highwaters() -> None:
+    """Make table recovery under exactly_once read the changelogs at all.
+
+    With transactions, Faust takes a changelog's highwater from aiokafka's
+    ``last_stable_offset``, a value cached from fetch responses. Right after
+    an assignment nothing has been fetched, so it is None, Faust reads it as
+    "empty changelog", skips recovery and the restarted worker starts from
+    empty tables while its input resumes from the committed offsets: every
+    committed count is lost. A ListOffsets request with the consumer's
+    read_committed isolation returns the real last stable offset instead.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    if getattr(thread._highwaters, "funnel_fixed", False):
+        return
+
+    async def _highwaters(self, partitions):  # noqa: ANN001, ANN202 - Faust's signature
+        return await self._ensure_consumer().end_offsets(list(partitions))
+
+    _highwaters.funnel_fixed = True  # type: ignore[attr-defined]
+    thread._highwaters = _highwaters

@@ -1,12 +1,14 @@
 """Structured (one JSON object per line) logging, quiet at info level.
 
 Faust, mode and aiokafka are chatty at info; they are held at warning unless
-the worker runs at debug, so our own info lines stay readable.
+the worker runs at debug (or FUNNEL_LOG_LEVEL_LIBS says otherwise), so our
+own info lines stay readable.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -36,7 +38,9 @@ class JsonFormatter(logging.Formatter):
 def logging_config(level: str) -> dict[str, Any]:
     """A dictConfig for the worker; pass to mode's Worker so it does not override it."""
     level = level.upper()
-    noisy_level = "DEBUG" if level == "DEBUG" else "WARNING"
+    noisy_level = os.environ.get(
+        "FUNNEL_LOG_LEVEL_LIBS", "DEBUG" if level == "DEBUG" else "WARNING"
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -51,3 +55,37 @@ def setup(level: str) -> None:
     import logging.config
 
     logging.config.dictConfig(logging_config(level))
+
+
+class RejectLog:
+    """Logs rejected input without flooding: the first few per minute, then a count."""
+
+    def __init__(self, logger: logging.Logger, per_minute: int = 10) -> None:
+        self.log = logger
+        self.per_minute = per_minute
+        self.window_start = 0.0
+        self.in_window = 0
+        self.suppressed = 0
+
+    def rejected(self, topic: str, partition: int, offset: int, rejection: Any) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= 60:
+            if self.suppressed:
+                self.log.warning(
+                    "more rejected messages not logged", extra={"count": self.suppressed}
+                )
+            self.window_start, self.in_window, self.suppressed = now, 0, 0
+        self.in_window += 1
+        if self.in_window > self.per_minute:
+            self.suppressed += 1
+            return
+        self.log.warning(
+            "rejected message",
+            extra={
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": rejection.reason,
+                "error": rejection.message,
+            },
+        )

@@ -2,7 +2,7 @@
 
 Counters are plain prometheus_client objects in the default registry; the
 table-derived gauges are added later by a collector that reads the tables at
-scrape time.
+scrape time. Labels carry topic names and reasons only, never personal data.
 """
 
 from __future__ import annotations
@@ -11,8 +11,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 
 EVENTS = Counter(
     "funnel_events",
-    "Valid events consumed, by source topic and event type.",
+    "Valid, first-seen events counted, by source topic and event type.",
     ["topic", "type"],
+)
+REJECTED = Counter(
+    "funnel_events_rejected",
+    "Input messages sent to the dead-letter topic, by source topic and reason.",
+    ["topic", "reason"],
+)
+DUPLICATES = Counter(
+    "funnel_events_duplicate",
+    "Valid events dropped as duplicates of an event_id seen within the horizon.",
+    ["topic"],
 )
 
 

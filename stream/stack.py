@@ -370,7 +370,7 @@ class Stack:
             await admin.close()
 
     def topic_names(self) -> list[str]:
-        return [*self.s.topics.values(), self.s.dead_letter_topic]
+        return [*self.s.topics.values(), self.s.dead_letter_topic, self.s.events_topic]
 
     async def create_topics(self) -> list[str]:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic

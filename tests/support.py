@@ -54,6 +54,10 @@ def http_json(url: str, timeout: float = 5.0) -> Any:
     return json.loads(body)
 
 
+class Fatal(AssertionError):
+    """Raised by a check when waiting longer cannot help (e.g. the process died)."""
+
+
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     """Poll ``check`` until it returns a truthy value; fail naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -64,6 +68,8 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
             last = check()
             if last:
                 return last
+        except Fatal:
+            raise
         except Exception as exc:  # noqa: BLE001 - keep polling, report at the end
             last_exc = exc
         time.sleep(interval)
@@ -135,9 +141,7 @@ class WorkerProcess:
 
     def _ready(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited with {self.proc.returncode}; log:\n{self.log_tail()}"
-            )
+            raise Fatal(f"worker exited with {self.proc.returncode}; log:\n{self.log_tail()}")
         status, _ = http_get(self.url + "/health/ready", timeout=1.0)
         return status == 200
 

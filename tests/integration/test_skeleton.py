@@ -31,9 +31,9 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[by
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     try:
-        for key, value in zip(keys, values, strict=True):
-            await producer.send(topic, value, key=key)
-        await producer.flush()
+        pending = [await producer.send(topic, v, key=k) for k, v in zip(keys, values, strict=True)]
+        # Every message must be acknowledged by the broker, or the test is void.
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 
@@ -136,11 +136,15 @@ def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
 
     port = free_port()
     worker = WorkerProcess(env, port).start()
-    producer = threading.Thread(
-        target=lambda: asyncio.run(
-            produce(settings.kafka_bootstrap, settings.topics["visit"], values, keys)
-        )
-    )
+    errors: list[BaseException] = []
+
+    def send_all() -> None:
+        try:
+            asyncio.run(produce(settings.kafka_bootstrap, settings.topics["visit"], values, keys))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    producer = threading.Thread(target=send_all)
     producer.start()
     topic = settings.topics["visit"]
     # Kill once some but not all events are counted.
@@ -153,6 +157,7 @@ def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
     worker.proc.send_signal(signal.SIGKILL)
     worker.stop()
     producer.join(60)
+    assert not producer.is_alive() and not errors, errors
 
     restarted = WorkerProcess(env, port, name="restarted").start()
     try:
@@ -161,6 +166,10 @@ def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
             return http_json(restarted.url + "/api/visits-per-minute")
 
         # Any double count overshoots and never matches; any loss never catches up.
-        wait_for(lambda: counts() == expected, 90, f"table counts to equal {expected}")
+        try:
+            wait_for(lambda: counts() == expected, 90, f"table counts to equal {expected}")
+        except AssertionError:
+            dups = metric_sum(restarted.metrics(), "funnel_events_duplicate_total")
+            assert counts() == expected, f"duplicates={dups}\n{restarted.log_tail()}"
     finally:
         restarted.stop()

@@ -1,5 +1,7 @@
 import pytest
 
+from stream import dedup
+from stream.events import parse_timestamp
 from stream.worker import minute_bucket
 
 
@@ -13,4 +15,21 @@ from stream.worker import minute_bucket
     ],
 )
 def test_minute_bucket_is_utc_minute_of_event_time(stamp, bucket):
-    assert minute_bucket(stamp) == bucket
+    assert minute_bucket(parse_timestamp(stamp)) == bucket
+
+
+def test_duplicate_only_within_horizon():
+    assert not dedup.is_duplicate(None, 100.0, 60)
+    assert dedup.is_duplicate(100.0, 100.0, 60)
+    assert dedup.is_duplicate(100.0, 160.0, 60)
+    assert not dedup.is_duplicate(100.0, 160.5, 60)
+    # A resend that carries an earlier time is the same event too.
+    assert dedup.is_duplicate(160.0, 100.0, 60)
+
+
+def test_expiry_is_per_partition_watermark_and_skips_unowned_partitions():
+    seen = [("0|a", 10.0), ("0|b", 95.0), ("1|c", 10.0), ("2|d", 0.0)]
+    old = dedup.expired(seen, {0: 100.0, 1: 50.0}, horizon=60)
+    assert old == {0: ["0|a"]}
+    old = dedup.expired(seen, {0: 200.0, 1: 71.0}, horizon=60)
+    assert old == {0: ["0|a", "0|b"], 1: ["1|c"]}
