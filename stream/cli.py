@@ -72,6 +72,58 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_all(Settings.from_env(), rate=args.rate)
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream.events import Rejection
+    from stream.files import read_events
+
+    valid = invalid = 0
+    for lineno, _, result in read_events(Path(args.file)):
+        if isinstance(result, Rejection):
+            invalid += 1
+            print(f"{lineno}: {result.reason}: {result.message}")
+        else:
+            valid += 1
+    print(f"{valid} valid, {invalid} invalid")
+    return 1 if invalid else 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from stream.events import Rejection, entity_of
+    from stream.files import read_events
+    from stream.producer import FunnelProducer
+
+    settings = Settings.from_env()
+
+    async def send_file() -> tuple[int, int]:
+        sent = invalid = 0
+        pending = []
+        async with FunnelProducer(settings) as producer:
+            for lineno, raw, result in read_events(Path(args.file), progress=True):
+                if isinstance(result, Rejection):
+                    invalid += 1
+                    print(
+                        f"{args.file}:{lineno}: {result.reason}: {result.message}", file=sys.stderr
+                    )
+                    continue
+                topic = settings.topics[result.type]
+                pending.append(await producer.send_raw(topic, entity_of(result).encode(), raw))
+                sent += 1
+                if len(pending) >= 10000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        return sent, invalid
+
+    sent, invalid = asyncio.run(send_file())
+    print(f"{sent} sent, {invalid} invalid (not sent)", file=sys.stderr)
+    return 1 if invalid else 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     for key, value in Settings.from_env().describe().items():
         print(f"{key} = {value}")
@@ -102,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     demo.add_argument("--seed", type=int, default=1)
     demo.set_defaults(func=cmd_demo)
+
+    validate = sub.add_parser("validate", help="check an events file (JSONL) offline")
+    validate.add_argument("file")
+    validate.set_defaults(func=cmd_validate)
+
+    produce = sub.add_parser("produce", help="send an events file (JSONL) to the input topics")
+    produce.add_argument("file")
+    produce.set_defaults(func=cmd_produce)
 
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")

@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+from stream.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+
+
+def test_validate_reports_each_invalid_line_and_a_summary(tmp_path, capsys):
+    good = (EXAMPLES / "valid" / "cart-add.json").read_text()
+    lines = [
+        json.dumps(json.loads(good)),
+        "",
+        '{"type": "cart", "event_id": "x", "occurred_at": "2026-11-23T10:00:00Z",'
+        ' "visitor_id": "v", "action": "add", "value": -1}',
+        "{broken",
+        json.dumps(json.loads(good)),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("3: invalid_field: field `value`")
+    assert out[1].startswith("4: invalid_json: ")
+    assert out[-1] == "2 valid, 2 invalid"
+
+
+def test_validate_clean_file_exits_zero(tmp_path, capsys):
+    path = tmp_path / "ok.jsonl"
+    path.write_text(
+        (EXAMPLES / "valid" / "visit-minimal.json").read_text().replace("\n", "") + "\n"
+    )
+    assert main(["validate", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "1 valid, 0 invalid"
