@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FUNNEL := $(VENV)/bin/funnel
 
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ stack-down: install
 
 stack-status: install
 	$(FUNNEL) stack status
+
+## benchmarks (results in bench/results/*.json)
+bench-decode: install
+	$(PY) -m bench.decode
 
 clean: stack-down
 	rm -rf .run

@@ -97,3 +97,23 @@ def test_bytes_spliced_into_valid_events_only_ever_reject(noise, at):
         decode(raw, TOPIC_TYPE[topic], now=NOW)
     except Rejection as exc:
         assert exc.reason in REASONS
+
+
+near_timestamps = st.from_regex(
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt _][0-9]{2}:[0-9]{2}(:[0-9]{2})?([.,][0-9]{0,12})?"
+    r"([Zz]|[+-][0-9]{2}:?[0-9]{0,2})?\Z"
+)
+
+
+@settings(max_examples=1500)
+@given(st.one_of(timestamps, near_timestamps))
+def test_timestamps_decoder_and_schema_agree(stamp):
+    event = {"event_id": "e", "type": "visit", "occurred_at": stamp, "visitor_id": "v"}
+    raw = orjson.dumps(event)
+    errors = schema_errors("shop.visits", raw)
+    try:
+        decode(raw, "visit", now=float("inf"))
+    except Rejection as exc:
+        assert exc.reason in ("invalid_timestamp", "invalid_field"), exc.message
+        return
+    assert errors == [], f"decoder accepted {stamp!r}, the schema did not: {errors}"
