@@ -1,0 +1,264 @@
+"""The funnel engine (DESIGN.md section 4): plain Python, no Kafka or Faust.
+
+Per funnel and entity it keeps the entity's relevant events in event-time
+order and the counter contributions they currently make. Every new event is
+inserted in order and the entity's attempts are recomputed from its events;
+only the difference to the previous contributions is applied to the counters.
+So an event that arrives out of order (within the allowed lateness) gives
+exactly the counts it would have given in time order, and counts are visible
+at once, without waiting for a watermark.
+
+Counters are keyed ``(funnel, metric, step, bucket, dim, value)``:
+``metric`` is ``reached`` (period view: bucket of the moment the step was
+reached) or ``cohort`` (bucket of the attempt's step-1 time), and for
+pipelines also ``skipped``, ``moved_back``, ``lost``, ``lost:<reason>``;
+``dim``/``value`` is ``("", "")`` for the total or a breakdown dimension and
+the attempt's first-touch value of it.
+
+An entity whose newest event is older than the watermark minus lateness minus
+the window can no longer change (no acceptable event can join any of its
+attempts), so its state is dropped; its contributions stay in the counters.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.funnels import Funnel
+
+Key = tuple[str, str, int, int, str, str]
+UNKNOWN = "unknown"
+OTHER = "other"
+# Distinct raw values kept per breakdown dimension before new ones become
+# `other` at ingest (top-N by count is applied when reading).
+INGEST_CAP_FACTOR = 10
+
+
+@dataclass(order=True)
+class Item:
+    ts: float
+    event_id: str
+    event: Any = field(compare=False)
+
+
+@dataclass
+class Journey:
+    items: list[Item] = field(default_factory=list)
+    contributions: Counter = field(default_factory=Counter)
+    newest: float = 0.0
+
+
+def attribution(event: Any, dims: Iterable[str]) -> dict[str, str]:
+    return {d: (getattr(event, d, None) or UNKNOWN) for d in dims}
+
+
+def sequence_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
+    """Attempts of one entity from its events in time order (section 4, sequence)."""
+    attempts: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    steps = funnel.steps
+    last = len(steps) - 1
+    for item in items:
+        ev = item.event
+        if current is not None:
+            open_ = item.ts <= current["t0"] + funnel.window and current["level"] < last
+            if open_:
+                nxt = current["level"] + 1
+                if steps[nxt].matches(ev) and item.ts >= current["times"][-1]:
+                    current["level"] = nxt
+                    current["times"].append(item.ts)
+                continue
+            current = None
+        if steps[0].matches(ev):
+            current = {
+                "t0": item.ts,
+                "level": 0,
+                "times": [item.ts],
+                "attr": attribution(ev, funnel.breakdowns),
+            }
+            attempts.append(current)
+    return attempts
+
+
+def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
+    """One deal's paths through the pipeline stages (section 4, pipeline).
+
+    A deal is a lead at its first event; events after its window (from the
+    lead) make it a lead again, as a re-opened deal, so old deals need no state.
+    """
+    stages = {name: i for i, name in enumerate(funnel.stages)}
+    last = len(funnel.stages) - 1
+    attempts: list[dict[str, Any]] = []
+    deal: dict[str, Any] | None = None
+    for item in items:
+        ev = item.event
+        if deal is None or item.ts > deal["t0"] + funnel.window:
+            deal = {
+                "t0": item.ts,
+                "times": [item.ts],  # reached times by stage index; lead = index 0
+                "position": 0,
+                "skipped": [],
+                "moved_back": [],
+                "lost": None,
+                "unmatched": 0,
+                "attr": attribution(ev, funnel.breakdowns),
+            }
+            attempts.append(deal)
+        elif deal["lost"] is not None or len(deal["times"]) - 1 == last:
+            continue  # closed (lost or won) within its window
+        if ev.status == "won":
+            target = last
+        elif ev.stage in stages:
+            target = stages[ev.stage]
+        else:
+            deal["unmatched"] += 1
+            target = None
+        if target is not None:
+            reached = len(deal["times"]) - 1
+            if target > reached:
+                deal["skipped"] += list(range(reached + 1, target))
+                deal["times"] += [item.ts] * (target - reached)
+            elif target < deal["position"]:
+                deal["moved_back"].append(deal["position"])
+            deal["position"] = target
+        if ev.status == "lost":
+            deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, item.ts)
+    return attempts
+
+
+class Engine:
+    """Exact funnel counters for one stream partition (or one offline replay)."""
+
+    def __init__(self, funnels: list[Funnel], bucket: int = 60, lateness: float = 600.0) -> None:
+        self.funnels = funnels
+        self.bucket = bucket
+        self.lateness = lateness
+        self.counters: Counter[Key] = Counter()
+        self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in funnels}
+        self.seen_values: dict[tuple[str, str], set[str]] = {}
+        self.watermark = float("-inf")  # highest event time seen
+        self.late: Counter[str] = Counter()
+
+    def bucket_of(self, ts: float) -> int:
+        return int(ts // self.bucket) * self.bucket
+
+    # ---- ingest ---------------------------------------------------------------
+
+    def is_late(self, ts: float) -> bool:
+        return ts < self.watermark - self.lateness
+
+    def process(self, event: Any) -> bool:
+        """Apply one valid, de-duplicated event; False if it is late (not applied)."""
+        ts = event.ts
+        if self.is_late(ts):
+            for funnel in self.funnels:
+                if self._relevant(funnel, event):
+                    self.late[funnel.name] += 1
+            return False
+        self.watermark = max(self.watermark, ts)
+        for funnel in self.funnels:
+            if not self._relevant(funnel, event):
+                continue
+            entity = getattr(event, funnel.entity, None)
+            journeys = self.journeys[funnel.name]
+            journey = journeys.get(entity)
+            if journey is None:
+                journey = journeys[entity] = Journey()
+            bisect.insort(journey.items, Item(ts, event.event_id, event))
+            journey.newest = max(journey.newest, ts)
+            self._recompute(funnel, journey)
+        return True
+
+    def _relevant(self, funnel: Funnel, event: Any) -> bool:
+        if getattr(event, funnel.entity, None) is None:
+            return False
+        if funnel.mode == "pipeline":
+            return event.type == "deal_stage" and (
+                funnel.pipeline is None or event.pipeline == funnel.pipeline
+            )
+        return any(step.matches(event) for step in funnel.steps)
+
+    def _recompute(self, funnel: Funnel, journey: Journey) -> None:
+        new = self._contributions(funnel, journey.items)
+        old = journey.contributions
+        for key in old.keys() | new.keys():
+            delta = new[key] - old[key]
+            if delta:
+                self.counters[key] += delta
+                if not self.counters[key]:
+                    del self.counters[key]
+        journey.contributions = new
+
+    def _value(self, funnel: Funnel, dim: str, raw: str) -> str:
+        seen = self.seen_values.setdefault((funnel.name, dim), set())
+        if raw in seen:
+            return raw
+        if len(seen) < funnel.top_n * INGEST_CAP_FACTOR:
+            seen.add(raw)
+            return raw
+        return OTHER
+
+    def _contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
+        out: Counter[Key] = Counter()
+        name = funnel.name
+        b = self.bucket_of
+        if funnel.mode == "sequence":
+            attempts = sequence_attempts(funnel, items)
+        else:
+            attempts = pipeline_attempts(funnel, items)
+        for attempt in attempts:
+            groups = [("", "")] + [
+                (d, self._value(funnel, d, v)) for d, v in attempt["attr"].items()
+            ]
+            cohort = b(attempt["t0"])
+            for dim, value in groups:
+                for step, at in enumerate(attempt["times"]):
+                    out[(name, "reached", step, b(at), dim, value)] += 1
+                    out[(name, "cohort", step, cohort, dim, value)] += 1
+                if funnel.mode == "pipeline":
+                    for step in attempt["skipped"]:
+                        out[(name, "skipped", step, b(attempt["times"][step]), dim, value)] += 1
+                    for step in attempt["moved_back"]:
+                        out[(name, "moved_back", step, cohort, dim, value)] += 1
+                    if attempt["lost"] is not None:
+                        step, reason, at = attempt["lost"]
+                        out[(name, "lost", step, b(at), dim, value)] += 1
+                        out[(name, f"lost:{reason}", step, b(at), dim, value)] += 1
+            if attempt.get("unmatched"):
+                out[(name, "unmatched", 0, cohort, "", "")] += attempt["unmatched"]
+        return out
+
+    def expire(self) -> int:
+        """Drop entities that can no longer change; returns how many were dropped."""
+        dropped = 0
+        for funnel in self.funnels:
+            horizon = self.watermark - self.lateness - funnel.window
+            journeys = self.journeys[funnel.name]
+            old = [e for e, j in journeys.items() if j.newest < horizon]
+            for entity in old:
+                del journeys[entity]
+            dropped += len(old)
+        return dropped
+
+    # ---- read -----------------------------------------------------------------
+
+    def sums(
+        self, funnel: str, start: float, end: float, view: str = "period"
+    ) -> dict[tuple[str, int, str, str], int]:
+        """Counters of one funnel summed over buckets in [start, end)."""
+        out: Counter[tuple[str, int, str, str]] = Counter()
+        for (name, metric, step, bucket, dim, value), n in self.counters.items():
+            if name != funnel:
+                continue
+            if metric == "reached" and view != "period":
+                continue
+            if metric == "cohort" and view != "cohort":
+                continue
+            if not (start <= bucket < end):
+                continue
+            out[(metric, step, dim, value)] += n
+        return dict(out)

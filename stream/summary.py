@@ -1,0 +1,111 @@
+"""The JSON shape of DESIGN.md section 5, built from summed counters (pure logic).
+
+The API, `funnel replay` and `funnel report` all go through ``summarise``, so
+the same counters always give the same document.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from stream.engine import OTHER
+from stream.funnels import Funnel
+
+Sums = dict[tuple[str, int, str, str], int]
+
+
+def ratio(num: float, den: float) -> float | None:
+    return round(num / den, 6) if den else None
+
+
+def _steps(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> list[dict]:
+    names = funnel.step_names
+    reached = [sums.get((metric, i, dim, value), 0) for i in range(len(names))]
+    steps = []
+    for i, name in enumerate(names):
+        prev = reached[i - 1] if i else reached[0]
+        conv = ratio(reached[i], prev)
+        row: dict[str, Any] = {
+            "name": name,
+            "reached": reached[i],
+            "conversion": conv,
+            "drop_off": None if conv is None else round(1 - conv, 6),
+        }
+        if funnel.mode == "pipeline":
+            for extra in ("skipped", "moved_back", "lost"):
+                row[extra] = sums.get((extra, i, dim, value), 0)
+        steps.append(row)
+    return steps
+
+
+def _figures(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> dict[str, Any]:
+    steps = _steps(funnel, sums, metric, dim, value)
+    first, last = steps[0]["reached"], steps[-1]["reached"]
+    later = [s for s in steps[1:] if s["conversion"] is not None]
+    neck = min(later, key=lambda s: s["conversion"])["name"] if later else None
+    out: dict[str, Any] = {
+        "steps": steps,
+        "overall_conversion": ratio(last, first),
+        "narrow_neck": neck,
+    }
+    if funnel.mode == "pipeline":
+        lost = sum(s["lost"] for s in steps)
+        out.update(
+            leads=first,
+            won=last,
+            lost=lost,
+            closing_rate=ratio(last, first),
+            win_rate=ratio(last, last + lost),
+            moved_back=sum(s["moved_back"] for s in steps),
+            skipped=sum(s["skipped"] for s in steps),
+        )
+        if not dim:
+            reasons: Counter[str] = Counter()
+            for (metric_name, _, d, _v), n in sums.items():
+                if metric_name.startswith("lost:") and d == "":
+                    reasons[metric_name[5:]] += n
+            out["lost_reasons"] = dict(reasons.most_common())
+            out["unmatched_stage_events"] = sum(
+                n for (m, _, d, _v), n in sums.items() if m == "unmatched" and d == ""
+            )
+    return out
+
+
+def summarise(
+    funnel: Funnel,
+    sums: Sums,
+    window: str,
+    start: str | None,
+    end: str | None,
+    view: str = "period",
+    breakdown: str | None = None,
+) -> dict[str, Any]:
+    metric = "reached" if view == "period" else "cohort"
+    doc: dict[str, Any] = {
+        "funnel": funnel.name,
+        "mode": funnel.mode,
+        "window": window,
+        "from": start,
+        "to": end,
+        "view": view,
+        **_figures(funnel, sums, metric, "", ""),
+    }
+    if breakdown:
+        doc["breakdown"] = {breakdown: _breakdown(funnel, sums, metric, breakdown)}
+    return doc
+
+
+def _breakdown(funnel: Funnel, sums: Sums, metric: str, dim: str) -> dict[str, Any]:
+    """Top N values by step-1 count; the rest are merged into `other`."""
+    entering = Counter(
+        {v: n for (m, step, d, v), n in sums.items() if m == metric and step == 0 and d == dim}
+    )
+    top = [v for v, _ in sorted(entering.items(), key=lambda kv: (-kv[1], kv[0]))]
+    keep = set(top[: funnel.top_n]) - {OTHER}
+    merged: Counter[tuple[str, int, str, str]] = Counter()
+    for (m, step, d, v), n in sums.items():
+        if d == dim:
+            merged[(m, step, d, v if v in keep else OTHER)] += n
+    values = sorted({v for (_, _, d, v) in merged if d == dim}, key=lambda v: (v == OTHER, v))
+    return {v: _figures(funnel, dict(merged), metric, dim, v) for v in values}
