@@ -124,6 +124,46 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import orjson
+
+    from stream.events import Rejection
+    from stream.funnels import FunnelConfigError, load_funnels
+    from stream.replay import replay
+
+    settings = Settings.from_env()
+    try:
+        funnels = load_funnels(args.funnels or settings.funnels or None)
+    except FunnelConfigError as exc:
+        print(f"funnel replay: {exc}", file=sys.stderr)
+        return 2
+    if args.breakdown and not any(args.breakdown in f.breakdowns for f in funnels):
+        print(
+            f"funnel replay: --breakdown {args.breakdown!r} is no funnel's breakdown",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        doc = replay(
+            Path(args.file),
+            funnels,
+            bucket=settings.bucket,
+            lateness=settings.lateness,
+            horizon=settings.dedup_horizon,
+            start=args.start,
+            end=args.end,
+            view=args.view,
+            breakdown=args.breakdown,
+        )
+    except Rejection as exc:
+        print(f"funnel replay: {exc.message}", file=sys.stderr)
+        return 2
+    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     for key, value in Settings.from_env().describe().items():
         print(f"{key} = {value}")
@@ -162,6 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="send an events file (JSONL) to the input topics")
     produce.add_argument("file")
     produce.set_defaults(func=cmd_produce)
+
+    rep = sub.add_parser("replay", help="run the funnel engine offline over an events file")
+    rep.add_argument("file")
+    rep.add_argument("--funnels", help="funnels TOML (default: FUNNEL_FUNNELS or built-in)")
+    rep.add_argument("--from", dest="start", help="RFC 3339 start of the range (event time)")
+    rep.add_argument("--to", dest="end", help="RFC 3339 end of the range (exclusive)")
+    rep.add_argument("--view", choices=["period", "cohort"], default="period")
+    rep.add_argument("--breakdown", help="add a breakdown by this dimension")
+    rep.set_defaults(func=cmd_replay)
 
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")

@@ -78,6 +78,12 @@ class Settings:
     # Duplicates of an event_id within this many seconds of event time count
     # once (FUNNEL_DEDUP_HORIZON); older ids are forgotten to bound state.
     dedup_horizon: float = 86400.0
+    # Funnel definitions (FUNNEL_FUNNELS); empty = the defaults in the package.
+    funnels: str = ""
+    # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness behind
+    # the partition's newest event time (FUNNEL_LATENESS).
+    bucket: int = 60
+    lateness: float = 600.0
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
     # Consumer-group session timeout in seconds: how long a crashed worker's
@@ -116,6 +122,9 @@ class Settings:
             dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
             events_topic=_env("EVENTS_TOPIC", prefix + cls.events_topic),
             dedup_horizon=_env_float("DEDUP_HORIZON", cls.dedup_horizon),
+            funnels=_env("FUNNELS", cls.funnels),
+            bucket=_env_int("BUCKET", cls.bucket),
+            lateness=_env_float("LATENESS", cls.lateness),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),

@@ -83,9 +83,9 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
 class Stack:
     """Starts, checks and stops the local components for one set of settings."""
 
-    def __init__(self, settings: Settings, out=sys.stdout) -> None:
+    def __init__(self, settings: Settings, out=None) -> None:
         self.s = settings
-        self.out = out
+        self.out = out or sys.stdout
         self.run = settings.run_dir
         self.components = {
             c.name: c
