@@ -28,7 +28,6 @@ class Progress:
             self._draw(final=False)
 
     def done(self) -> None:
-        self.done_n = max(self.done_n, 0)
         self._draw(final=True)
 
     def _draw(self, final: bool) -> None:

@@ -25,6 +25,11 @@ def _ready(url: str) -> bool:
         return False
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. from a supervisor) stops the worker and demo as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def run_all(settings: Settings, rate: float) -> int:
     stack = Stack(settings)
     try:
@@ -55,8 +60,7 @@ def run_all(settings: Settings, rate: float) -> int:
         flush=True,
     )
     demo = subprocess.Popen([*base, "demo", "--rate", str(rate)])
-    # SIGTERM (e.g. from a supervisor) stops the children like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         while worker.poll() is None and demo.poll() is None:
             time.sleep(0.5)
