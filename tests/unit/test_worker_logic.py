@@ -33,3 +33,16 @@ def test_expiry_is_per_partition_watermark_and_skips_unowned_partitions():
     assert old == {0: ["0|a"]}
     old = dedup.expired(seen, {0: 200.0, 1: 71.0}, horizon=60)
     assert old == {0: ["0|a", "0|b"], 1: ["1|c"]}
+
+
+def test_json_log_lines_survive_non_string_keys_and_odd_values():
+    import json
+    import logging
+
+    from stream.logs import JsonFormatter
+
+    record = logging.makeLogRecord(
+        {"msg": "batch", "levelno": 20, "levelname": "INFO", "ranges": {0: (1, 2)}, "obj": object()}
+    )
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "batch" and line["ranges"] == {"0": [1, 2]}
