@@ -92,13 +92,14 @@ def test_kafka_transactions_commit_and_abort(stack, stack_env):
         )
         await producer.start()
         try:
+            # One partition, so the order read back is the order written.
             async with producer.transaction():
-                await producer.send_and_wait(topic, b"committed")
+                await producer.send_and_wait(topic, b"committed", partition=0)
             await producer.begin_transaction()
-            await producer.send_and_wait(topic, b"aborted")
+            await producer.send_and_wait(topic, b"aborted", partition=0)
             await producer.abort_transaction()
             async with producer.transaction():
-                await producer.send_and_wait(topic, b"after")
+                await producer.send_and_wait(topic, b"after", partition=0)
         finally:
             await producer.stop()
         consumer = AIOKafkaConsumer(
