@@ -32,6 +32,7 @@ from stream.config import Settings
 from stream.eos import (
     ack_all,
     commits_held,
+    fix_read_offset_race,
     fix_recovery_highwaters,
     send_in_transaction,
     write_state,
@@ -78,6 +79,7 @@ def header(msg: Any, name: str) -> str | None:
 
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
+    fix_read_offset_race()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -121,8 +121,14 @@ def visit_messages(base: datetime, per_minute: dict[int, int]) -> tuple[list[byt
     return values, keys
 
 
+@pytest.mark.slow
 def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
-    """kill -9 mid-load, restart: the table (recovered from its changelog) is exact."""
+    """kill -9 mid-load, restart: the table (recovered from its changelog) is exact.
+
+    Chaos test, not yet a gate (`make test-chaos`; .ci/run runs it first and
+    reports it): it found two Faust bugs that are worked around in
+    stream/eos.py and still needs repeated runs to show no residual loss.
+    """
     import signal
     import threading
 
