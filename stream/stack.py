@@ -320,10 +320,10 @@ class Stack:
                     f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
-                    "-c",
-                    str(props),
+                    # `=` form: a random id may start with "-", which argparse
+                    # would read as an option.
+                    f"--cluster-id={cluster_id}",
+                    f"--config={props}",
                 ],
                 capture_output=True,
                 text=True,

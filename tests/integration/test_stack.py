@@ -162,3 +162,15 @@ def test_component_that_dies_reports_its_log_tail(tmp_path):
 
     with pytest.raises(StackError, match="prometheus exited with code"):
         stack.start("prometheus")
+
+
+def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(tmp_path, monkeypatch):
+    """1 in 64 random ids starts with "-"; CI met one that argparse read as an option."""
+    import uuid as uuid_mod
+
+    env = {**TEST_ENV, "PATH": __import__("os").environ["PATH"], "FUNNEL_RUN_DIR": str(tmp_path)}
+    stack = Stack(settings_for(env), out=open("/dev/null", "w"))  # noqa: SIM115
+    monkeypatch.setattr("stream.stack.uuid.uuid4", lambda: uuid_mod.UUID(bytes=b"\xf8" + bytes(15)))
+    stack._kafka_prepare()
+    meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
+    assert "cluster.id=-" in meta
