@@ -11,18 +11,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 from stream.config import Settings
-from stream.stack import Stack, StackError, log_tail
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+from stream.stack import Stack, StackError, http_ok, log_tail
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
@@ -44,7 +35,7 @@ def run_all(settings: Settings, rate: float) -> int:
         worker = subprocess.Popen([*base, "worker"], stdout=log, stderr=subprocess.STDOUT)
     web = f"http://{settings.host}:{settings.web_port}"
     deadline = time.monotonic() + 90
-    while not _ready(web + "/health/ready"):
+    while not http_ok(web + "/health/ready"):
         if worker.poll() is not None or time.monotonic() > deadline:
             print(f"funnel run: worker did not start; {worker_log}:\n{log_tail(worker_log)}")
             worker.kill()

@@ -42,7 +42,6 @@ class Component:
     command: Callable[[], list[str]]
     healthy: Callable[[], bool]
     prepare: Callable[[], None] = lambda: None
-    env: dict[str, str] | None = None
     start_timeout: float = 60.0
 
 
@@ -179,7 +178,6 @@ class Stack:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self._dir(name),
-                env={**os.environ, **(comp.env or {})},
                 start_new_session=True,
             )
         self.pid_file(name).write_text(str(proc.pid))
