@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from stream.stack import Stack
-from tests.support import REPO, TEST_ENV, free_port, http_json, settings_for
+from tests.support import REPO, TEST_ENV, free_port, http_json, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,9 +74,14 @@ def test_prometheus_loaded_project_rules_and_alertmanager(stack, stack_env):
     rules = http_json(f"http://127.0.0.1:{prom}/api/v1/rules")
     names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
     assert {"FunnelWorkerDown", "FunnelNoEvents", "funnel:events:rate1m"} <= names
-    ams = http_json(f"http://127.0.0.1:{prom}/api/v1/alertmanagers")
-    active = [a["url"] for a in ams["data"]["activeAlertmanagers"]]
-    assert any(TEST_ENV["FUNNEL_ALERTMANAGER_PORT"] in url for url in active), ams
+
+    def alertmanager_active() -> bool:
+        ams = http_json(f"http://127.0.0.1:{prom}/api/v1/alertmanagers")
+        active = [a["url"] for a in ams["data"]["activeAlertmanagers"]]
+        return any(TEST_ENV["FUNNEL_ALERTMANAGER_PORT"] in url for url in active)
+
+    # Prometheus discovers its Alertmanager a moment after it reports ready.
+    wait_for(alertmanager_active, 30, "Prometheus to list the local Alertmanager")
 
 
 def test_kafka_transactions_commit_and_abort(stack, stack_env):
