@@ -164,6 +164,70 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Steps of a funnel as a table, from a running worker's API or from a file."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from stream.report import render
+
+    settings = Settings.from_env()
+    if args.file:
+        args.funnels = args.funnels or None
+        args.start = args.end = args.breakdown = None
+        from pathlib import Path
+
+        from stream.funnels import FunnelConfigError, load_funnels
+        from stream.replay import replay
+
+        try:
+            funnels = load_funnels(args.funnels or settings.funnels or None)
+        except FunnelConfigError as exc:
+            print(f"funnel report: {exc}", file=sys.stderr)
+            return 2
+        doc = replay(
+            Path(args.file),
+            funnels,
+            bucket=settings.bucket,
+            lateness=settings.lateness,
+            horizon=settings.dedup_horizon,
+            view=args.view,
+        )
+        docs = [d for d in doc["funnels"] if args.funnel in (None, d["funnel"])]
+        if not docs:
+            print(f"funnel report: no funnel named {args.funnel!r}", file=sys.stderr)
+            return 2
+    else:
+        base = args.url or f"http://{settings.host}:{settings.web_port}"
+        query = urllib.parse.urlencode({"window": args.window, "view": args.view})
+        names = [args.funnel] if args.funnel else None
+        docs = []
+        try:
+            if names is None:
+                with urllib.request.urlopen(f"{base}/api/funnels", timeout=10) as resp:
+                    names = [f["name"] for f in json.load(resp)["funnels"]]
+            for name in names:
+                url = f"{base}/api/funnels/{urllib.parse.quote(name)}?{query}"
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    docs.append(json.load(resp))
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            print(f"funnel report: {exc.url} answered {exc.code}: {detail}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(
+                f"funnel report: no worker answers at {base} ({exc}); start one with "
+                "`make run` or `funnel worker`, or report from a file with --file",
+                file=sys.stderr,
+            )
+            return 2
+    color = sys.stdout.isatty()
+    print("\n\n".join(render(d, color) for d in docs))
+    return 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     for key, value in Settings.from_env().describe().items():
         print(f"{key} = {value}")
@@ -211,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--view", choices=["period", "cohort"], default="period")
     rep.add_argument("--breakdown", help="add a breakdown by this dimension")
     rep.set_defaults(func=cmd_replay)
+
+    report = sub.add_parser("report", help="a funnel's steps as a table in the terminal")
+    report.add_argument("--funnel", help="one funnel (default: all)")
+    report.add_argument("--window", default="1h", help="5m, 1h, 24h or all (API only)")
+    report.add_argument("--view", choices=["period", "cohort"], default="period")
+    report.add_argument("--url", help="worker base URL (default: FUNNEL_HOST:FUNNEL_WEB_PORT)")
+    report.add_argument("--file", help="report from an events file (JSONL) instead of a worker")
+    report.add_argument("--funnels", help="with --file: funnels TOML")
+    report.set_defaults(func=cmd_report)
 
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")

@@ -84,6 +84,9 @@ class Settings:
     # the partition's newest event time (FUNNEL_LATENESS).
     bucket: int = 60
     lateness: float = 600.0
+    # Counter buckets older than this many seconds behind the newest event are
+    # dropped (FUNNEL_RETENTION, default 35 days).
+    retention: float = 35 * 86400.0
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
     # Consumer-group session timeout in seconds: how long a crashed worker's
@@ -125,6 +128,7 @@ class Settings:
             funnels=_env("FUNNELS", cls.funnels),
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
+            retention=_env_float("RETENTION", cls.retention),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),

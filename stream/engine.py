@@ -36,6 +36,18 @@ OTHER = "other"
 # Distinct raw values kept per breakdown dimension before new ones become
 # `other` at ingest (top-N by count is applied when reading).
 INGEST_CAP_FACTOR = 10
+# Upper bounds (seconds) of the time-to-convert histogram bins: the time from
+# reaching the previous step to reaching this one.
+TTC_BOUNDS = (60, 300, 900, 3600, 21600, 86400, 604800)
+RETENTION = 35 * 86400
+
+
+def ttc_metric(delay: float) -> str:
+    """The time-to-convert bin of a delay: ``ttc:<upper bound>`` or ``ttc:inf``."""
+    for bound in TTC_BOUNDS:
+        if delay <= bound:
+            return f"ttc:{bound}"
+    return "ttc:inf"
 
 
 @dataclass(order=True)
@@ -133,15 +145,26 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
 class Engine:
     """Exact funnel counters for one stream partition (or one offline replay)."""
 
-    def __init__(self, funnels: list[Funnel], bucket: int = 60, lateness: float = 600.0) -> None:
+    def __init__(
+        self,
+        funnels: list[Funnel],
+        bucket: int = 60,
+        lateness: float = 600.0,
+        retention: float = RETENTION,
+    ) -> None:
         self.funnels = funnels
         self.bucket = bucket
         self.lateness = lateness
+        self.retention = retention
         self.counters: Counter[Key] = Counter()
         self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in funnels}
         self.seen_values: dict[tuple[str, str], set[str]] = {}
         self.watermark = float("-inf")  # highest event time seen
+        self.retained_from = float("-inf")  # counters of older buckets are dropped
         self.late: Counter[str] = Counter()
+        # What changed since the caller last persisted (see ``take_changes``).
+        self.dirty_journeys: set[tuple[str, str]] = set()
+        self.dirty_counters: set[Key] = set()
 
     def bucket_of(self, ts: float) -> int:
         return int(ts // self.bucket) * self.bucket
@@ -151,13 +174,15 @@ class Engine:
     def is_late(self, ts: float) -> bool:
         return ts < self.watermark - self.lateness
 
+    def relevant_funnels(self, event: Any) -> list[str]:
+        return [f.name for f in self.funnels if self._relevant(f, event)]
+
     def process(self, event: Any) -> bool:
         """Apply one valid, de-duplicated event; False if it is late (not applied)."""
         ts = event.ts
         if self.is_late(ts):
-            for funnel in self.funnels:
-                if self._relevant(funnel, event):
-                    self.late[funnel.name] += 1
+            for name in self.relevant_funnels(event):
+                self.late[name] += 1
             return False
         self.watermark = max(self.watermark, ts)
         for funnel in self.funnels:
@@ -171,6 +196,7 @@ class Engine:
             bisect.insort(journey.items, Item(ts, event.event_id, event))
             journey.newest = max(journey.newest, ts)
             self._recompute(funnel, journey)
+            self.dirty_journeys.add((funnel.name, entity))
         return True
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
@@ -185,10 +211,12 @@ class Engine:
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items)
         old = journey.contributions
+        horizon = self.bucket_of(self.watermark - self.retention)
         for key in old.keys() | new.keys():
             delta = new[key] - old[key]
-            if delta:
+            if delta and key[3] >= horizon:  # buckets past retention stay dropped
                 self.counters[key] += delta
+                self.dirty_counters.add(key)
                 if not self.counters[key]:
                     del self.counters[key]
         journey.contributions = new
@@ -215,6 +243,11 @@ class Engine:
                 (d, self._value(funnel, d, v)) for d, v in attempt["attr"].items()
             ]
             cohort = b(attempt["t0"])
+            times = attempt["times"]
+            for step in range(1, len(times)):
+                delay = times[step] - times[step - 1]
+                out[(name, ttc_metric(delay), step, b(times[step]), "", "")] += 1
+                out[(name, "ttc_ms", step, b(times[step]), "", "")] += round(delay * 1000)
             for dim, value in groups:
                 for step, at in enumerate(attempt["times"]):
                     out[(name, "reached", step, b(at), dim, value)] += 1
@@ -233,7 +266,16 @@ class Engine:
         return out
 
     def expire(self) -> int:
-        """Drop entities that can no longer change; returns how many were dropped."""
+        """Drop entities that can no longer change and buckets past retention.
+
+        Returns how many entities were dropped.
+        """
+        horizon = self.bucket_of(self.watermark - self.retention)
+        if horizon > self.retained_from:  # at most one scan per bucket
+            self.retained_from = horizon
+            for key in [k for k in self.counters if k[3] < horizon]:
+                del self.counters[key]
+                self.dirty_counters.add(key)
         dropped = 0
         for funnel in self.funnels:
             horizon = self.watermark - self.lateness - funnel.window
@@ -241,8 +283,33 @@ class Engine:
             old = [e for e, j in journeys.items() if j.newest < horizon]
             for entity in old:
                 del journeys[entity]
+                self.dirty_journeys.add((funnel.name, entity))
             dropped += len(old)
         return dropped
+
+    def take_changes(self) -> tuple[dict[tuple[str, str], Journey | None], dict[Key, int]]:
+        """Journeys (None = dropped) and counter values changed since the last call."""
+        journeys = {(f, e): self.journeys[f].get(e) for f, e in self.dirty_journeys}
+        counters = {k: self.counters.get(k, 0) for k in self.dirty_counters}
+        self.dirty_journeys.clear()
+        self.dirty_counters.clear()
+        return journeys, counters
+
+    def restore(
+        self,
+        journeys: Iterable[tuple[str, str, Journey]],
+        counters: Iterable[tuple[Key, int]],
+        watermark: float,
+    ) -> None:
+        """Load persisted state (e.g. from recovered tables) into an empty engine."""
+        for funnel, entity, journey in journeys:
+            if funnel in self.journeys:
+                self.journeys[funnel][entity] = journey
+        for key, n in counters:
+            self.counters[key] = n
+            if key[4]:
+                self.seen_values.setdefault((key[0], key[4]), set()).add(key[5])
+        self.watermark = watermark
 
     # ---- read -----------------------------------------------------------------
 

@@ -1,13 +1,32 @@
 """Prometheus metrics of the worker (names and labels: DESIGN.md section 5).
 
-Counters are plain prometheus_client objects in the default registry; the
-table-derived gauges are added later by a collector that reads the tables at
-scrape time. Labels carry topic names and reasons only, never personal data.
+Counters are plain prometheus_client objects in the default registry. The
+funnel gauges come from ``FunnelCollector``, which reads the engines of the
+partitions this worker actively owns at scrape time, so after a rebalance a
+worker exports exactly its new partitions and sums over workers stay right.
+Labels carry topic, funnel, step and capped breakdown values, never personal
+data (entity ids never appear in a label).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+from stream.engine import OTHER, TTC_BOUNDS
+from stream.funnels import Funnel
+from stream.summary import Sums, capped_values
+
+# Trailing windows exported as gauges (seconds).
+METRIC_WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
+# Lost reasons are free text from the CRM: keep the top ones per funnel.
+LOST_REASONS_TOP = 20
 
 EVENTS = Counter(
     "funnel_events",
@@ -24,6 +43,116 @@ DUPLICATES = Counter(
     "Valid events dropped as duplicates of an event_id seen within the horizon.",
     ["topic"],
 )
+
+LATE_TOTAL = Counter(
+    "funnel_events_late",
+    "Events behind the allowed lateness (dead-lettered with reason late), per funnel "
+    "they would have counted in.",
+    ["funnel"],
+)
+
+# sums(funnel, start, end) -> summed period-view counters over owned partitions.
+SumsReader = Callable[[str, float, float], Sums]
+
+
+def funnel_families(
+    funnels: Iterable[Funnel], sums: SumsReader, newest: dict[str, float], now: float
+) -> list[Metric]:
+    """The table-derived metric families, from summed counters (pure; no I/O)."""
+    reached = GaugeMetricFamily(
+        "funnel_step_reached",
+        "Attempts that reached the step within the trailing window (period view), "
+        "summed over the partitions this worker owns; with breakdown/value labels "
+        "per capped breakdown value.",
+        labels=["funnel", "step", "window", "breakdown", "value"],
+    )
+    lost = GaugeMetricFamily(
+        "funnel_step_lost",
+        "Pipeline deals lost at the stage within the trailing window.",
+        labels=["funnel", "step", "window"],
+    )
+    reasons = GaugeMetricFamily(
+        "funnel_lost_reason",
+        f"Pipeline deals lost within the trailing window, by the top {LOST_REASONS_TOP} reasons.",
+        labels=["funnel", "reason", "window"],
+    )
+    ttc = HistogramMetricFamily(
+        "funnel_time_to_convert_seconds",
+        "Time from reaching the previous step to reaching this one, over retained buckets.",
+        labels=["funnel", "step"],
+    )
+    for funnel in funnels:
+        names = funnel.step_names
+        for window, span in METRIC_WINDOWS.items():
+            got = sums(funnel.name, now - span, float("inf"))
+            for i, step in enumerate(names):
+                n = got.get(("reached", i, "", ""), 0)
+                reached.add_metric([funnel.name, step, window, "", ""], n)
+                if funnel.mode == "pipeline":
+                    lost.add_metric([funnel.name, step, window], got.get(("lost", i, "", ""), 0))
+            for dim in funnel.breakdowns:
+                capped = capped_values(funnel, got, "reached", dim)
+                values = {v for (m, _, _, v) in capped if m == "reached"}
+                for value in sorted(values):
+                    for i, step in enumerate(names):
+                        n = capped.get(("reached", i, dim, value), 0)
+                        reached.add_metric([funnel.name, step, window, dim, value], n)
+            if funnel.mode == "pipeline":
+                for reason, n in _top_reasons(got):
+                    reasons.add_metric([funnel.name, reason, window], n)
+        everything = sums(funnel.name, float("-inf"), float("inf"))
+        for i in range(1, len(names)):
+            buckets, cumulative = [], 0
+            for bound in (*TTC_BOUNDS, "inf"):
+                cumulative += everything.get((f"ttc:{bound}", i, "", ""), 0)
+                le = "+Inf" if bound == "inf" else floatToGoString(bound)
+                buckets.append((le, cumulative))
+            total_s = everything.get(("ttc_ms", i, "", ""), 0) / 1000
+            ttc.add_metric([funnel.name, names[i]], buckets, total_s)
+    lag = GaugeMetricFamily(
+        "funnel_event_lag_seconds",
+        "Now minus the event time of the newest event processed, by source topic.",
+        labels=["topic"],
+    )
+    for topic, ts in sorted(newest.items()):
+        lag.add_metric([topic], max(0.0, now - ts))
+    return [reached, lost, reasons, ttc, lag]
+
+
+def _top_reasons(got: Sums) -> list[tuple[str, int]]:
+    totals: Tally[str] = Tally()
+    for (metric, _, dim, _v), n in got.items():
+        if metric.startswith("lost:") and not dim:
+            totals[metric[5:]] += n
+    ranked = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    out = Tally(dict(ranked[:LOST_REASONS_TOP]))
+    rest = sum(n for _, n in ranked[LOST_REASONS_TOP:])
+    if rest:
+        out[OTHER] += rest
+    return sorted(out.items())
+
+
+class FunnelCollector:
+    """Registered once; the worker points ``source`` at its engines when it starts.
+
+    ``source`` returns None while the worker is rebalancing or recovering
+    tables: nothing is exported then, rather than partial counts.
+    """
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[Any, ...] | None] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        args = self.source() if self.source else None
+        if args is not None:
+            yield from funnel_families(*args, now=time.time())
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the funnels; collected at scrape time only
+
+
+FUNNEL_STATE = FunnelCollector()
+REGISTRY.register(FUNNEL_STATE)
 
 
 def exposition() -> tuple[bytes, str]:

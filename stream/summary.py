@@ -44,6 +44,9 @@ def _figures(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> d
     first, last = steps[0]["reached"], steps[-1]["reached"]
     later = [s for s in steps[1:] if s["conversion"] is not None]
     neck = min(later, key=lambda s: s["conversion"])["name"] if later else None
+    if not dim:
+        for i, step in enumerate(steps):
+            step["avg_time_to_convert_s"] = _avg_time_to_convert(sums, i)
     out: dict[str, Any] = {
         "steps": steps,
         "overall_conversion": ratio(last, first),
@@ -72,6 +75,13 @@ def _figures(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> d
     return out
 
 
+def _avg_time_to_convert(sums: Sums, step: int) -> float | None:
+    """Mean seconds from the previous step to this one (None for step 1 or no data)."""
+    count = sum(n for (m, i, d, _v), n in sums.items() if i == step and not d and m[:4] == "ttc:")
+    total_ms = sums.get(("ttc_ms", step, "", ""), 0)
+    return round(total_ms / count / 1000, 3) if count else None
+
+
 def summarise(
     funnel: Funnel,
     sums: Sums,
@@ -97,7 +107,13 @@ def summarise(
 
 
 def _breakdown(funnel: Funnel, sums: Sums, metric: str, dim: str) -> dict[str, Any]:
-    """Top N values by step-1 count; the rest are merged into `other`."""
+    merged = capped_values(funnel, sums, metric, dim)
+    values = sorted({v for (_, _, d, v) in merged if d == dim}, key=lambda v: (v == OTHER, v))
+    return {v: _figures(funnel, merged, metric, dim, v) for v in values}
+
+
+def capped_values(funnel: Funnel, sums: Sums, metric: str, dim: str) -> Sums:
+    """One dimension's sums with only its top N values by step-1 count; the rest `other`."""
     entering = Counter(
         {v: n for (m, step, d, v), n in sums.items() if m == metric and step == 0 and d == dim}
     )
@@ -107,5 +123,4 @@ def _breakdown(funnel: Funnel, sums: Sums, metric: str, dim: str) -> dict[str, A
     for (m, step, d, v), n in sums.items():
         if d == dim:
             merged[(m, step, d, v if v in keep else OTHER)] += n
-    values = sorted({v for (_, _, d, v) in merged if d == dim}, key=lambda v: (v == OTHER, v))
-    return {v: _figures(funnel, dict(merged), metric, dim, v) for v in values}
+    return dict(merged)

@@ -7,8 +7,14 @@ Two agents, each processing batches with commits held off (stream/eos.py):
   dead-letter topic, and re-keys valid events by entity into the internal
   events topic, all inside the source partition's transaction;
 - ``count`` reads the events topic, drops duplicate event ids (table
-  ``seen-events``) and counts. For now it keeps unique visits per event-time
-  minute (the walking skeleton); the funnel engine plugs in here.
+  ``seen-events``) and runs the funnel engine (stream/engine.py), one engine
+  per owned partition, persisting its changed journeys, counters and
+  watermark (tables ``journeys``, ``funnel-counters``, ``watermarks``) in the
+  same transaction as the offsets; late events go to the dead-letter topic.
+  It also keeps unique visits per event-time minute (the walking skeleton).
+
+Engines are rebuilt from the tables after every rebalance, once recovery is
+done; until then the API answers 503 and /metrics leaves the funnel gauges out.
 
 Every table key starts with the events-topic partition it belongs to
 (DESIGN.md section 7), and readers only look at partitions this worker
@@ -27,8 +33,9 @@ from typing import Any
 import faust
 from faust.types import TP
 
-from stream import dedup, logs
+from stream import api, dedup, logs, state
 from stream.config import Settings
+from stream.engine import Engine
 from stream.eos import (
     ack_all,
     commits_held,
@@ -38,14 +45,26 @@ from stream.eos import (
     write_state,
 )
 from stream.events import Rejection, decode, entity_of
+from stream.funnels import load_funnels
 from stream.logs import RejectLog
-from stream.metrics import DUPLICATES, EVENTS, REJECTED, exposition
+from stream.metrics import (
+    DUPLICATES,
+    EVENTS,
+    FUNNEL_STATE,
+    LATE_TOTAL,
+    REJECTED,
+    exposition,
+)
+from stream.summary import summarise
 
 log = logging.getLogger("stream.worker")
 
 INDEX_HTML = """<!doctype html><meta charset="utf-8"><title>funnel stream</title>
 <h1>funnel stream worker</h1>
-<ul><li><a href="/metrics">/metrics</a></li>
+<ul><li><a href="/api/funnels">/api/funnels</a></li>
+<li><a href="/api/funnels/shop?window=1h">/api/funnels/shop?window=1h</a></li>
+<li><a href="/api/funnels/sales?window=24h">/api/funnels/sales?window=24h</a></li>
+<li><a href="/metrics">/metrics</a></li>
 <li><a href="/api/visits-per-minute">/api/visits-per-minute</a></li>
 <li><a href="/health/ready">/health/ready</a></li></ul>"""
 
@@ -67,6 +86,17 @@ def dead_letter_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes
         ("topic", msg.topic.encode()),
         ("partition", str(msg.partition).encode()),
         ("offset", str(msg.offset).encode()),
+    ]
+
+
+def late_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """Dead-letter headers of a late event: where it came from on its input topic."""
+    return [
+        ("reason", rejection.reason.encode()),
+        ("message", rejection.message.encode()[:1024]),
+        ("topic", (header(msg, SOURCE_HEADER) or msg.topic).encode()),
+        ("partition", (header(msg, "src_partition") or str(msg.partition)).encode()),
+        ("offset", (header(msg, "src_offset") or str(msg.offset)).encode()),
     ]
 
 
@@ -112,6 +142,72 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     }
     seen = app.Table("seen-events", default=None, **table_options)
     visits_per_minute = app.Table("visits-per-minute", default=int, **table_options)
+    journeys_table = app.Table("journeys", default=None, **table_options)
+    counters_table = app.Table("funnel-counters", default=int, **table_options)
+    marks_table = app.Table("watermarks", default=None, **table_options)
+    funnels = load_funnels(settings.funnels or None)
+    by_name = {f.name: f for f in funnels}
+    engines: dict[int, Engine] = {}
+
+    def engine_for(p: int) -> Engine:
+        """The partition's engine, loaded from its tables after each (re)assignment."""
+        engine = engines.get(p)
+        if engine is None:
+            engine = Engine(
+                funnels,
+                bucket=settings.bucket,
+                lateness=settings.lateness,
+                retention=settings.retention,
+            )
+            restored = []
+            for key, value in list(journeys_table.data.items()):
+                part, funnel_name, entity = state.parse_key(key)
+                if part == p and value is not None:
+                    restored.append((funnel_name, entity, state.load_journey(value)))
+            counts = []
+            for key, value in list(counters_table.data.items()):
+                part, *rest = state.parse_key(key)
+                if part == p and value:
+                    counts.append((tuple(rest), value))
+            mark = marks_table.data.get(str(p))
+            engine.restore(restored, counts, mark if mark is not None else float("-inf"))
+            engines[p] = engine
+        return engine
+
+    @app.on_partitions_revoked.connect
+    async def commit_on_revoke(sender, revoked, **kwargs):  # noqa: ANN001
+        """Commit what was processed before the rebalance moves the read positions.
+
+        Faust only flushes here; the open transactions of partitions it keeps
+        stay open while the consumer rewinds to the last committed offsets, so
+        events were read twice against state that already held them. Committing
+        first makes the rewind a no-op. Engines reload from the tables after.
+        """
+        if app.consumer.assignment():
+            try:
+                await app.consumer.commit()
+            except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
+                log.warning("commit on revoke failed", exc_info=True)
+        engines.clear()
+
+    @app.on_partitions_assigned.connect
+    async def reload_on_assign(sender, assigned, **kwargs):  # noqa: ANN001
+        engines.clear()  # rebuilt from the recovered tables on first use
+
+    def ready() -> bool:
+        """Tables recovered and no rebalance under way: engines may be (re)built."""
+        return not app.rebalancing and not app.tables.recovery.in_recovery
+
+    def owned_sums(funnel: str, start: float, end: float, view: str = "period") -> Counter:
+        sums: Counter = Counter()
+        for p in owned_partitions():
+            for key, n in engine_for(p).sums(funnel, start, end, view).items():
+                sums[key] += n
+        return sums
+
+    newest_event: dict[str, float] = {}
+    FUNNEL_STATE.source = lambda: (funnels, owned_sums, dict(newest_event)) if ready() else None
+
     reject_log = RejectLog(log)
     watermarks: dict[int, float] = {}
     last_purge = [time.monotonic()]
@@ -140,7 +236,11 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     out.append((msg.tp, settings.dead_letter_topic, msg.key, raw, headers))
                     continue
                 key = entity_of(ev).encode()
-                headers = [(SOURCE_HEADER, msg.topic.encode())]
+                headers = [
+                    (SOURCE_HEADER, msg.topic.encode()),
+                    ("src_partition", str(msg.partition).encode()),
+                    ("src_offset", str(msg.offset).encode()),
+                ]
                 out.append((msg.tp, settings.events_topic, key, raw, headers))
             async with commits_held(app):
                 for source, topic, key, value, headers in out:
@@ -156,6 +256,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             tps: dict[int, TP] = {}
             counted: Counter[tuple[str, str]] = Counter()
             duplicates: Counter[str] = Counter()
+            late_letters = []
             for event in batch:
                 msg = event.message
                 p = msg.partition
@@ -176,7 +277,20 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     continue
                 first_seen[p][key] = ev.ts
                 watermarks[p] = max(watermarks.get(p, ev.ts), ev.ts)
+                engine = engine_for(p)
+                if not engine.process(ev):
+                    for name in engine.relevant_funnels(ev):
+                        LATE_TOTAL.labels(funnel=name).inc()
+                    late = Rejection(
+                        "late",
+                        f"field `occurred_at`: {ev.occurred_at.isoformat()} is more than "
+                        f"{settings.lateness:g}s behind the newest event of its partition",
+                        "occurred_at",
+                    )
+                    late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
+                    continue
                 counted[(source, ev.type)] += 1
+                newest_event[source] = max(newest_event.get(source, ev.ts), ev.ts)
                 if ev.type == "visit":
                     minutes[p][f"{p}|{minute_bucket(ev.ts)}"] += 1
             async with commits_held(app):
@@ -186,6 +300,12 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     data = visits_per_minute.data
                     updates = {k: data.get(k, 0) + n for k, n in counts.items()}
                     await write_state(app, visits_per_minute, tps[p], updates)
+                for p in tps:
+                    await persist_engine(p, tps[p])
+                for source_tp, key, value, headers in late_letters:
+                    await send_in_transaction(
+                        app, source_tp, settings.dead_letter_topic, key, value, headers
+                    )
                 if time.monotonic() - last_purge[0] > PURGE_EVERY_S:
                     last_purge[0] = time.monotonic()
                     await purge_seen(horizon)
@@ -194,6 +314,28 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 EVENTS.labels(topic=source, type=kind).inc(n)
             for source, n in duplicates.items():
                 DUPLICATES.labels(topic=source).inc(n)
+
+    async def persist_engine(p: int, tp: TP) -> None:
+        engine = engine_for(p)
+        engine.expire()
+        changed_journeys, changed_counters = engine.take_changes()
+        await write_state(
+            app,
+            journeys_table,
+            tp,
+            {
+                state.journey_key(p, f, e): None if j is None else state.dump_journey(j)
+                for (f, e), j in changed_journeys.items()
+            },
+        )
+        await write_state(
+            app,
+            counters_table,
+            tp,
+            {state.counter_key(p, k): (n or None) for k, n in changed_counters.items()},
+        )
+        if marks_table.data.get(str(p)) != engine.watermark and engine.watermark > 0:
+            await write_state(app, marks_table, tp, {str(p): engine.watermark})
 
     async def purge_seen(horizon: float) -> None:
         """Forget ids older than the horizon behind their partition's newest event."""
@@ -220,9 +362,62 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         return web.json({"status": "live"})
 
     @app.page("/health/ready")
-    async def ready(web, request):  # noqa: ANN001
-        ok = not app.rebalancing and not app.tables.recovery.in_recovery
+    async def readiness(web, request):  # noqa: ANN001
+        ok = ready()
         return web.json({"ready": ok}, status=200 if ok else 503)
+
+    @app.page("/api/funnels")
+    async def list_funnels(web, request):  # noqa: ANN001
+        return web.json(
+            {
+                "funnels": [
+                    {
+                        "name": f.name,
+                        "mode": f.mode,
+                        "steps": f.step_names,
+                        "breakdowns": list(f.breakdowns),
+                        "window": f.window,
+                    }
+                    for f in funnels
+                ],
+                "windows": list(api.WINDOWS),
+            }
+        )
+
+    @app.page("/api/funnels/{name}")
+    async def funnel_report(web, request, name):  # noqa: ANN001
+        funnel = by_name.get(name)
+        if funnel is None:
+            return web.json(
+                {
+                    "error": f"unknown funnel {name!r}",
+                    "parameter": "name",
+                    "known": sorted(by_name),
+                },
+                status=404,
+            )
+        try:
+            query = api.parse_query(dict(request.query), funnel, time.time())
+        except api.BadQuery as exc:
+            return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
+        if not ready():
+            return web.json(
+                {"error": "worker catching up: rebalancing or recovering tables; retry"},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        sums = owned_sums(name, query.start, query.end, query.view)
+        return web.json(
+            summarise(
+                funnel,
+                dict(sums),
+                query.window,
+                query.start_text,
+                query.end_text,
+                query.view,
+                query.breakdown,
+            )
+        )
 
     @app.page("/api/visits-per-minute")
     async def per_minute(web, request):  # noqa: ANN001

@@ -38,6 +38,11 @@ def step_matches(step, ev) -> bool:
     return True
 
 
+# Time-to-convert bins (seconds), written out here rather than imported from
+# the engine so the oracle stays independent.
+TTC_BINS = [60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400]
+
+
 def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, lateness: float):
     kept, _ = accepted_events(events, lateness)
     kept.sort(key=lambda e: (e.ts, e.event_id))
@@ -62,6 +67,13 @@ def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, latenes
                 groups = [("", "")] + [
                     (d, getattr(path["first"], d, None) or "unknown") for d in f.breakdowns
                 ]
+                reached = path["reached"]
+                for step in range(1, len(reached)):
+                    delay = reached[step] - reached[step - 1]
+                    bound = next((b for b in TTC_BINS if delay <= b), "inf")
+                    at = bucket_of(reached[step])
+                    counts[(f.name, f"ttc:{bound}", step, at, "", "")] += 1
+                    counts[(f.name, "ttc_ms", step, at, "", "")] += round(delay * 1000)
                 for dim, value in groups:
                     for step, ts in enumerate(path["reached"]):
                         counts[(f.name, "reached", step, bucket_of(ts), dim, value)] += 1

@@ -161,7 +161,7 @@ def test_summaries_equal_for_every_window_view_and_breakdown(seed, n, view):
                 ):
                     continue
                 want[(metric, step, dim, value)] += c
-            assert got == dict(want)
+            assert got == dict(+want)
             for dim in (None, *f.breakdowns):
                 assert summarise(f, got, "w", None, None, view, dim) == summarise(
                     f, dict(want), "w", None, None, view, dim

@@ -54,7 +54,13 @@ def test_100_visits_20_newsletter_signups_is_20_percent(tmp_path, capsys):
     ]
     shop = funnel(replay(tmp_path, capsys, events)[0], "shop")
     assert shop["steps"][0]["reached"] == 100
-    assert shop["steps"][1] == {"name": "signup", "reached": 20, "conversion": 0.2, "drop_off": 0.8}
+    assert shop["steps"][1] == {
+        "name": "signup",
+        "reached": 20,
+        "conversion": 0.2,
+        "drop_off": 0.8,
+        "avg_time_to_convert_s": 30.0,  # each signup came half a minute after its visit
+    }
 
 
 def test_1000_visits_50_purchases_is_5_percent_overall(tmp_path, capsys):
@@ -218,3 +224,32 @@ def test_replay_reports_invalid_and_late_lines_with_line_numbers(tmp_path, capsy
 def test_bad_funnel_files_name_funnel_step_and_field(toml, message):
     with pytest.raises(FunnelConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_funnels(toml, "funnels.toml")
+
+
+def test_report_prints_the_b2b_table_and_marks_the_narrow_neck(tmp_path, capsys):
+    reach = [10, 8, 6, 2, 2, 2, 1, 1]
+    stages = parse_funnels(B2B)[0].stages
+    lines = []
+    for d in range(10):
+        furthest = max(k for k, n in enumerate(reach) if d < n)
+        for k in range(furthest + 1):
+            doc = {
+                "event_id": f"d{d}-{k}",
+                "type": "deal_stage",
+                "occurred_at": at(d + k * 0.1),
+                "deal_id": f"d{d}",
+                "stage": stages[k],
+            }
+            lines.append(json.dumps(doc))
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "b2b.toml").write_text(B2B)
+    args = ["--file", str(tmp_path / "events.jsonl"), "--funnels", str(tmp_path / "b2b.toml")]
+    assert main(["report", *args]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = {line.split("  ")[0].strip(): line for line in table}
+    assert rows["contract"].endswith("<- narrow neck")  # 6 -> 2 is the lowest step conversion
+    assert "33.3%" in rows["contract"] and "66.7%" in rows["contract"]  # step conv, drop-off
+    assert sum("narrow neck" in line for line in table) == 1
+    assert any("closing rate 10.0%" in line for line in table)  # 1 of 10 leads won
+    assert main(["report", *args, "--funnel", "nope"]) == 2
+    assert "no funnel named 'nope'" in capsys.readouterr().err

@@ -1,0 +1,198 @@
+"""The funnel engine through the real stack: API == `funnel replay` == oracle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from stream.cli import main
+from stream.events import decode
+from stream.funnels import load_funnels
+from stream.producer import FunnelProducer
+from stream.replay import replay
+from stream.stack import Stack
+from stream.summary import summarise
+from tests.oracle import oracle_counts
+from tests.support import (
+    WorkerProcess,
+    free_port,
+    http_get,
+    http_json,
+    metric_sum,
+    settings_for,
+    unique_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation", "won", "on-hold"]
+
+
+def workload(n: int, seed: int) -> list[dict]:
+    """All five types over the last ~8 minutes, shuffled, with resends.
+
+    The span stays within the allowed lateness: the worker reads five topics
+    at their own pace, so any arrival order must be acceptable for the stream
+    and the file to see the same events.
+    """
+    rng = random.Random(seed)
+    now = time.time()
+    ts = now - 500
+    docs = []
+    for i in range(n):
+        ts += rng.uniform(0, 480 / n)
+        kind = rng.choice(["visit", "visit", "signup", "cart", "cart", "call", "deal_stage"])
+        doc = {
+            "event_id": f"w{seed}-{i}",
+            "type": kind,
+            "occurred_at": datetime.fromtimestamp(ts, tz=UTC).isoformat(),
+            "channel": rng.choice(["search", "social", "email", "direct"]),
+            "region": rng.choice(["north", "south"]),
+            "device": rng.choice(["mobile", "desktop"]),
+        }
+        if kind in ("visit", "signup", "cart"):
+            doc["visitor_id"] = f"v{rng.randrange(150)}"
+        if kind == "signup":
+            doc["user_id"] = f"u{i}"
+        if kind == "cart":
+            doc["action"] = rng.choice(["add", "add", "checkout", "purchase", "remove"])
+        if kind == "call":
+            doc.update(call_id=f"c{i}", tracking_number="tn-1", answered=rng.random() < 0.7)
+        if kind == "deal_stage":
+            doc.update(
+                deal_id=f"d{rng.randrange(60)}",
+                stage=rng.choice(STAGES),
+                manager=rng.choice(["ann", "bob", "cem"]),
+            )
+            doc["status"] = rng.choice([None, None, None, "won", "lost"])
+            if doc["status"] == "lost":
+                doc["lost_reason"] = rng.choice(["price", "timing"])
+        docs.append({k: v for k, v in doc.items() if v is not None})
+    # Arrival order: shuffled within 3 minutes of event time, some resent.
+    arrival = sorted(docs, key=lambda d: decode(orjson.dumps(d)).ts + rng.uniform(0, 180))
+    for d in rng.sample(docs, n // 20):
+        # A resend arrives after the original, within a few positions.
+        first = arrival.index(d)
+        arrival.insert(min(len(arrival), first + 1 + rng.randrange(30)), d)
+    return arrival
+
+
+def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_path, capsys):
+    env = unique_env(stack_env)
+    settings = settings_for(env)
+    asyncio.run(Stack(settings).create_topics())
+    worker = WorkerProcess(env, free_port()).start()
+    try:
+        docs = workload(3000, seed=11)
+
+        async def send() -> None:
+            async with FunnelProducer(settings) as producer:
+                for d in docs:
+                    await producer.send(d, wait=False)
+                await producer.flush()
+
+        asyncio.run(send())
+        path = tmp_path / "events.jsonl"
+        path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        offline = replay(
+            path,
+            load_funnels(),
+            settings.bucket,
+            settings.lateness,
+            settings.dedup_horizon,
+            progress=False,
+        )
+        assert offline["events"]["late"] == 0 and offline["events"]["duplicate"] == n_dup(docs)
+        events = [decode(orjson.dumps(d)) for d in docs]
+        oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
+
+        for f in load_funnels():
+            want_sums = {}
+            for (name, metric, step, _bucket, dim, value), c in oracle.items():
+                if name == f.name and metric != "cohort":
+                    k = (metric, step, dim, value)
+                    want_sums[k] = want_sums.get(k, 0) + c
+            want = summarise(f, want_sums, "all", None, None, "period", None)
+            assert next(d for d in offline["funnels"] if d["funnel"] == f.name) == want
+
+            def api_doc(name=f.name):
+                return http_json(f"{worker.url}/api/funnels/{name}?window=all")
+
+            try:
+                wait_for(lambda w=want, a=api_doc: a() == w, 90, f"API for {f.name} == oracle")
+            except AssertionError:
+                assert api_doc() == want, worker.log_tail()
+            # /metrics exports the same counts (all events are within the last 24 h),
+            # and every breakdown's capped values add up to the same totals.
+            metrics = worker.metrics()
+            for step in want["steps"]:
+                labels = {"funnel": f.name, "step": step["name"], "window": "24h"}
+                got = metric_sum(metrics, "funnel_step_reached", breakdown="", **labels)
+                assert got == step["reached"], (f.name, step)
+                for dim in f.breakdowns:
+                    by_dim = metric_sum(metrics, "funnel_step_reached", breakdown=dim, **labels)
+                    assert by_dim == step["reached"], (f.name, dim, step)
+            for dim in f.breakdowns:
+                got = http_json(f"{worker.url}/api/funnels/{f.name}?window=all&breakdown={dim}")
+                want_b = offline_breakdown(path, settings, f.name, dim)
+                assert got["breakdown"] == want_b
+            # `funnel report` shows the API's numbers.
+            capsys.readouterr()
+            assert main(["report", "--url", worker.url, "--funnel", f.name, "--window", "all"]) == 0
+            table = capsys.readouterr().out
+            for step in want["steps"]:
+                row = next(line for line in table.splitlines() if line.startswith(step["name"]))
+                assert row.split()[1] == str(step["reached"]), table
+        # Parameters are checked and named.
+        status, body = http_get(f"{worker.url}/api/funnels/nope")
+        assert status == 404 and json.loads(body)["parameter"] == "name"
+        status, body = http_get(f"{worker.url}/api/funnels/shop?window=7y")
+        assert status == 400 and json.loads(body)["parameter"] == "window"
+        status, body = http_get(f"{worker.url}/api/funnels/shop?breakdown=manager")
+        assert status == 400 and json.loads(body)["parameter"] == "breakdown"
+        metrics = worker.metrics()
+        assert metric_sum(metrics, "funnel_events_late_total") == 0
+        assert metric_sum(metrics, "funnel_time_to_convert_seconds_count", funnel="shop") > 0
+        # An event an hour behind its partition's newest is late: counted per funnel.
+        late = {
+            "event_id": "late-1",
+            "type": "visit",
+            "occurred_at": datetime.fromtimestamp(time.time() - 3600, tz=UTC).isoformat(),
+            "visitor_id": "v1",  # v1's partition has seen recent events
+        }
+
+        async def send_late() -> None:
+            async with FunnelProducer(settings) as producer:
+                await producer.send(late)
+
+        asyncio.run(send_late())
+        wait_for(
+            lambda: metric_sum(worker.metrics(), "funnel_events_late_total", funnel="shop") == 1,
+            30,
+            "the late event to be counted for the shop funnel",
+        )
+    finally:
+        worker.stop()
+
+
+def n_dup(docs: list[dict]) -> int:
+    return len(docs) - len({d["event_id"] for d in docs})
+
+
+def offline_breakdown(path, settings, name: str, dim: str) -> dict:
+    doc = replay(
+        path,
+        load_funnels(),
+        settings.bucket,
+        settings.lateness,
+        settings.dedup_horizon,
+        breakdown=dim,
+        progress=False,
+    )
+    return next(d for d in doc["funnels"] if d["funnel"] == name)["breakdown"]

@@ -1,0 +1,118 @@
+"""Funnel gauges and histograms from engine counters, and counter retention."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream.engine import Engine
+from stream.events import decode
+from stream.metrics import METRIC_WINDOWS, funnel_families
+from stream.summary import summarise
+from tests.unit.test_engine_oracle import FUNNELS, generate, run_engine
+
+
+def samples(families, name):
+    """{labels tuple: value} of one sample name."""
+    out = {}
+    for family in families:
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def reader(engine: Engine):
+    return lambda funnel, start, end: engine.sums(funnel, start, end, "period")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10**9), n=st.integers(5, 120))
+def test_gauges_equal_the_api_summary_per_window_and_breakdown(seed, n):
+    events = generate(seed, n, 0.1, 0.0)
+    engine = run_engine(events)
+    now = max(e.ts for e in events) + 1
+    families = funnel_families(FUNNELS, reader(engine), {}, now)
+    reached = samples(families, "funnel_step_reached")
+    for f in FUNNELS:
+        for window, span in METRIC_WINDOWS.items():
+            doc = summarise(f, engine.sums(f.name, now - span, float("inf")), window, None, None)
+            for step in doc["steps"]:
+                key = (
+                    ("breakdown", ""),
+                    ("funnel", f.name),
+                    ("step", step["name"]),
+                    ("value", ""),
+                    ("window", window),
+                )
+                assert reached[key] == step["reached"]
+            for dim in f.breakdowns:
+                by_value = defaultdict(int)
+                for labels, v in reached.items():
+                    d = dict(labels)
+                    if d["funnel"] == f.name and d["window"] == window and d["breakdown"] == dim:
+                        by_value[d["step"]] += v
+                        assert d["value"] != "" and d["value"] in _allowed(
+                            f, engine, now - span, dim
+                        )
+                # Capped values still add up to the total, step by step.
+                for step in doc["steps"]:
+                    assert by_value[step["name"]] == step["reached"]
+
+
+def _allowed(funnel, engine, start, dim):
+    doc = summarise(
+        funnel, engine.sums(funnel.name, start, float("inf")), "w", None, None, breakdown=dim
+    )
+    return set(doc["breakdown"][dim])
+
+
+def test_time_to_convert_histogram_and_lag():
+    base = 1_800_000_000.0
+    events = generate(7, 0, 0.0, 0.0)  # no events: an empty engine exports zeros
+    engine = run_engine(events)
+    docs = [("v1", "visit", 0), ("v1", "signup", 30), ("v2", "visit", 100), ("v2", "signup", 700)]
+    for i, (visitor, kind, offset) in enumerate(docs):
+        engine.process(event(f"e{i}", kind, base + offset, visitor))
+    families = funnel_families(FUNNELS, reader(engine), {"shop.visits": base + 690}, base + 700)
+    buckets = samples(families, "funnel_time_to_convert_seconds_bucket")
+    signup = {dict(k)["le"]: v for k, v in buckets.items() if dict(k)["step"] == "signup"}
+    # One signup 30 s after its visit, one 600 s after: cumulative bins.
+    assert signup["60.0"] == 1 and signup["300.0"] == 1 and signup["900.0"] == 2
+    assert signup["+Inf"] == 2
+    total = samples(families, "funnel_time_to_convert_seconds_sum")
+    assert total[(("funnel", "shop"), ("step", "signup"))] == 630.0
+    assert samples(families, "funnel_event_lag_seconds")[(("topic", "shop.visits"),)] == 10.0
+
+
+def event(event_id: str, kind: str, ts: float, visitor: str):
+    doc = {
+        "event_id": event_id,
+        "type": kind,
+        "occurred_at": datetime.fromtimestamp(ts, tz=UTC).isoformat(),
+        "visitor_id": visitor,
+    }
+    if kind == "signup":
+        doc["user_id"] = "u-" + visitor
+    return decode(orjson.dumps(doc), now=float("inf"))
+
+
+def test_buckets_older_than_retention_are_dropped_and_never_go_negative():
+    engine = Engine(FUNNELS, bucket=60, lateness=600, retention=3600)
+    base = 1_800_000_000.0
+
+    def visit(i: int, offset: float, visitor: str) -> None:
+        engine.process(event(f"r{i}", "visit", base + offset, visitor))
+
+    visit(0, 0, "a")
+    visit(1, 7200, "b")  # two hours later: the first bucket is past retention
+    engine.expire()
+    buckets = {k[3] for k in engine.counters}
+    assert engine.bucket_of(base) not in buckets and engine.bucket_of(base + 7200) in buckets
+    changed = engine.take_changes()[1]
+    assert any(k[3] == engine.bucket_of(base) and v == 0 for k, v in changed.items())
+    assert all(n > 0 for n in engine.counters.values())
