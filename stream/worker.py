@@ -23,17 +23,20 @@ actively owns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import faust
 from faust.types import TP
 
-from stream import api, dedup, logs, state
+from stream import api, cluster, dedup, logs, state
 from stream.config import Settings
 from stream.engine import Engine
 from stream.eos import (
@@ -71,6 +74,7 @@ INDEX_HTML = """<!doctype html><meta charset="utf-8"><title>funnel stream</title
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
 PURGE_EVERY_S = 60.0
+PEER_TIMEOUT = 5.0  # seconds a peer worker gets to answer a partial query
 SOURCE_HEADER = "src"
 
 
@@ -110,6 +114,10 @@ def header(msg: Any, name: str) -> str | None:
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
     fix_read_offset_race()
+    if os.environ.get("FUNNEL_TRACE_OFFSETS"):
+        from stream.eos import trace_offsets
+
+        trace_offsets()
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -310,6 +318,18 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     last_purge[0] = time.monotonic()
                     await purge_seen(horizon)
                 await ack_all(stream, batch)
+            if os.environ.get("FUNNEL_TRACE_OFFSETS"):
+                ranges = defaultdict(list)
+                for event in batch:
+                    ranges[event.message.partition].append(event.message.offset)
+                log.warning(
+                    "batch",
+                    extra={
+                        "ranges": {p: [min(o), max(o), len(o)] for p, o in ranges.items()},
+                        "dups": sum(duplicates.values()),
+                        "rebalancing": app.rebalancing,
+                    },
+                )
             for (source, kind), n in counted.items():
                 EVENTS.labels(topic=source, type=kind).inc(n)
             for source, n in duplicates.items():
@@ -406,7 +426,16 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 status=503,
                 headers={"Retry-After": "1"},
             )
-        sums = owned_sums(name, query.start, query.end, query.view)
+        sums, missing = await cluster_sums(name, query.start, query.end, query.view)
+        if missing:
+            return web.json(
+                {
+                    "error": f"partitions {missing} are not answered by any worker yet "
+                    "(rebalancing or a worker is down); retry",
+                },
+                status=503,
+                headers={"Retry-After": "1"},
+            )
         return web.json(
             summarise(
                 funnel,
@@ -417,6 +446,60 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 query.view,
                 query.breakdown,
             )
+        )
+
+    counters_topic = counters_table.changelog_topic.get_topic_name()
+
+    async def cluster_sums(
+        name: str, start: float, end: float, view: str
+    ) -> tuple[Counter, list[int]]:
+        """Sums over all partitions: this worker's own plus every peer's (stream/cluster.py)."""
+        own = sorted(owned_partitions())
+        sums = owned_sums(name, start, end, view)
+        metadata = app.router.table_metadata(counters_table.name)
+        peers = cluster.peers_of(metadata, counters_topic, str(app.conf.canonical_url))
+        params = {"start": repr(start), "end": repr(end), "view": view}
+
+        async def ask(url: str) -> dict:
+            async with app.http_client.get(
+                f"{url}/api/partials/{name}",
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+            ) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{url} answered {resp.status}")
+                return await resp.json()
+
+        answered = [own]
+        results = await asyncio.gather(*(ask(u) for u in peers), return_exceptions=True)
+        for url, result in zip(peers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.info("peer did not answer", extra={"peer": url, "error": str(result)})
+                continue
+            answered.append(result["partitions"])
+            sums.update(cluster.decode_sums(result["sums"]))
+        return sums, cluster.missing_partitions(settings.partitions, answered)
+
+    @app.page("/api/partials/{name}")
+    async def partials(web, request, name):  # noqa: ANN001
+        """Sums of this worker's own partitions, for a peer answering a query."""
+        if name not in by_name:
+            return web.json({"error": f"unknown funnel {name!r}", "parameter": "name"}, status=404)
+        try:
+            start = float(request.query.get("start", "-inf")[: api.MAX_PARAM])
+            end = float(request.query.get("end", "inf")[: api.MAX_PARAM])
+        except ValueError:
+            return web.json({"error": "start/end must be numbers", "parameter": "start"}, 400)
+        view = request.query.get("view", "period")
+        if view not in ("period", "cohort"):
+            return web.json({"error": f"view={view!r}", "parameter": "view"}, status=400)
+        if not ready():
+            return web.json({"error": "worker catching up"}, status=503)
+        return web.json(
+            {
+                "partitions": sorted(owned_partitions()),
+                "sums": cluster.encode_sums(owned_sums(name, start, end, view)),
+            }
         )
 
     @app.page("/api/visits-per-minute")

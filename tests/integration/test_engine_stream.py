@@ -90,14 +90,7 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
     worker = WorkerProcess(env, free_port()).start()
     try:
         docs = workload(3000, seed=11)
-
-        async def send() -> None:
-            async with FunnelProducer(settings) as producer:
-                for d in docs:
-                    await producer.send(d, wait=False)
-                await producer.flush()
-
-        asyncio.run(send())
+        send_docs(settings, docs)
         path = tmp_path / "events.jsonl"
         path.write_text("".join(json.dumps(d) + "\n" for d in docs))
         offline = replay(
@@ -109,16 +102,9 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
             progress=False,
         )
         assert offline["events"]["late"] == 0 and offline["events"]["duplicate"] == n_dup(docs)
-        events = [decode(orjson.dumps(d)) for d in docs]
-        oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
-
+        wants = oracle_docs(docs, settings)
         for f in load_funnels():
-            want_sums = {}
-            for (name, metric, step, _bucket, dim, value), c in oracle.items():
-                if name == f.name and metric != "cohort":
-                    k = (metric, step, dim, value)
-                    want_sums[k] = want_sums.get(k, 0) + c
-            want = summarise(f, want_sums, "all", None, None, "period", None)
+            want = wants[f.name]
             assert next(d for d in offline["funnels"] if d["funnel"] == f.name) == want
 
             def api_doc(name=f.name):
@@ -179,6 +165,68 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
         )
     finally:
         worker.stop()
+
+
+def oracle_docs(docs: list[dict], settings) -> dict[str, dict]:
+    """The oracle's period-view document of every funnel over all the events."""
+    events = [decode(orjson.dumps(d)) for d in docs]
+    oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
+    out = {}
+    for f in load_funnels():
+        sums: dict = {}
+        for (name, metric, step, _bucket, dim, value), c in oracle.items():
+            if name == f.name and metric != "cohort":
+                sums[(metric, step, dim, value)] = sums.get((metric, step, dim, value), 0) + c
+        out[f.name] = summarise(f, sums, "all", None, None, "period", None)
+    return out
+
+
+def send_docs(settings, docs: list[dict]) -> None:
+    async def send() -> None:
+        async with FunnelProducer(settings) as producer:
+            for d in docs:
+                await producer.send(d, wait=False)
+            await producer.flush()
+
+    asyncio.run(send())
+
+
+def api_or_none(url: str):
+    status, body = http_get(url)
+    return json.loads(body) if status == 200 else None
+
+
+def test_any_worker_answers_for_all_partitions(stack, stack_env):
+    """Two workers share four partitions: each answers the whole funnel; metrics add up."""
+    env = unique_env(stack_env, FUNNEL_PARTITIONS="4")
+    settings = settings_for(env)
+    asyncio.run(Stack(settings).create_topics())
+    workers = [WorkerProcess(env, free_port(), name=f"w{i}").start() for i in range(2)]
+    try:
+        docs = workload(2000, seed=5)
+        send_docs(settings, docs)
+        wants = oracle_docs(docs, settings)
+        for f in load_funnels():
+            for w in workers:
+                url = f"{w.url}/api/funnels/{f.name}?window=all"
+                wait_for(lambda u=url, n=f.name: api_or_none(u) == wants[n], 90, f"{url} == oracle")
+        # Each worker exports only the partitions it owns; their sum is the total.
+        exported = [w.metrics() for w in workers]
+        assert all(metric_sum(m, "funnel_step_reached") > 0 for m in exported)
+        for f in load_funnels():
+            for step in wants[f.name]["steps"]:
+                labels = {"funnel": f.name, "step": step["name"], "window": "24h", "breakdown": ""}
+                total = sum(metric_sum(m, "funnel_step_reached", **labels) for m in exported)
+                assert total == step["reached"], (f.name, step)
+        # A worker going away leaves its partitions unanswered until the rebalance
+        # hands them over; then the survivor answers for all of them.
+        workers[1].stop()
+        for f in load_funnels():
+            url = f"{workers[0].url}/api/funnels/{f.name}?window=all"
+            wait_for(lambda u=url, n=f.name: api_or_none(u) == wants[n], 90, f"{url} == oracle")
+    finally:
+        for w in workers:
+            w.stop()
 
 
 def n_dup(docs: list[dict]) -> int:
