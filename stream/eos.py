@@ -164,3 +164,35 @@ def fix_read_offset_race() -> None:
     __init__.funnel_fixed = True  # type: ignore[attr-defined]
     cls.__init__ = __init__
     cls.seek = seek
+
+
+def trace_offsets() -> None:
+    """Debug aid (FUNNEL_TRACE_OFFSETS=1): log gaps, seeks and dropped messages."""
+    import logging
+
+    from faust.transport import consumer as consumer_mod
+
+    log = logging.getLogger("stream.trace")
+    cls = consumer_mod.Consumer
+    original_gap = cls._add_gap
+    original_seek = cls.seek
+
+    async def _add_gap(self, tp, offset_from, offset_to):  # noqa: ANN001, ANN202
+        log.warning(
+            "gap",
+            extra={
+                "tp": str(tp),
+                "from": offset_from,
+                "to": offset_to,
+                "suspended": self.suspend_flow.is_set(),
+                "committed": self._committed_offset.get(tp),
+            },
+        )
+        return await original_gap(self, tp, offset_from, offset_to)
+
+    async def seek(self, partition, offset):  # noqa: ANN001, ANN202
+        log.warning("seek", extra={"tp": str(partition), "offset": offset})
+        return await original_seek(self, partition, offset)
+
+    cls._add_gap = _add_gap
+    cls.seek = seek
