@@ -228,6 +228,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules(_: argparse.Namespace) -> int:
+    from stream.rules import render_rules
+
+    sys.stdout.write(render_rules(Settings.from_env()))
+    return 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     for key, value in Settings.from_env().describe().items():
         print(f"{key} = {value}")
@@ -288,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
     run.set_defaults(func=cmd_run)
+
+    rules = sub.add_parser("rules", help="print the Prometheus rules for the FUNNEL_ALERT_* settings")
+    rules.set_defaults(func=cmd_rules)
 
     config = sub.add_parser("config", help="print the settings in effect")
     config.set_defaults(func=cmd_config)

@@ -87,6 +87,25 @@ class Settings:
     # Counter buckets older than this many seconds behind the newest event are
     # dropped (FUNNEL_RETENTION, default 35 days).
     retention: float = 35 * 86400.0
+    # Trailing windows of the funnel gauges on /metrics (FUNNEL_METRIC_WINDOWS).
+    metric_windows: str = "5m,1h,24h"
+    # FunnelDropOffSpike: a step's conversion over the short window (a metric
+    # window) below (1 - drop) x its baseline: the same short window one
+    # baseline offset ago, or the long window where no history exists yet; only
+    # with at least min_volume attempts at the previous step in the short
+    # window, and for `for` (FUNNEL_ALERT_SHORT_WINDOW, _LONG_WINDOW,
+    # _BASELINE_OFFSET, _DROP, _MIN_VOLUME, _FOR).
+    alert_short_window: str = "1h"
+    alert_long_window: str = "24h"
+    alert_baseline_offset: str = "1d"
+    alert_drop: float = 0.5
+    alert_min_volume: int = 100
+    alert_for: str = "15m"
+    # FunnelConsumerLagHigh: unprocessed messages over all partitions
+    # (FUNNEL_ALERT_LAG_MESSAGES); FunnelRejectedEventsHigh: share of input
+    # rejected over 10 minutes (FUNNEL_ALERT_REJECT_RATIO).
+    alert_lag_messages: int = 10000
+    alert_reject_ratio: float = 0.05
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
     # Consumer-group session timeout in seconds: how long a crashed worker's
@@ -129,11 +148,31 @@ class Settings:
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),
+            metric_windows=_env("METRIC_WINDOWS", cls.metric_windows),
+            alert_short_window=_env("ALERT_SHORT_WINDOW", cls.alert_short_window),
+            alert_long_window=_env("ALERT_LONG_WINDOW", cls.alert_long_window),
+            alert_baseline_offset=_env("ALERT_BASELINE_OFFSET", cls.alert_baseline_offset),
+            alert_drop=_env_float("ALERT_DROP", cls.alert_drop),
+            alert_min_volume=_env_int("ALERT_MIN_VOLUME", cls.alert_min_volume),
+            alert_for=_env("ALERT_FOR", cls.alert_for),
+            alert_lag_messages=_env_int("ALERT_LAG_MESSAGES", cls.alert_lag_messages),
+            alert_reject_ratio=_env_float("ALERT_REJECT_RATIO", cls.alert_reject_ratio),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),
             topics=topics,
         )
+
+    @property
+    def metric_window_seconds(self) -> dict[str, int]:
+        """FUNNEL_METRIC_WINDOWS as {label: seconds}, e.g. {"5m": 300, ...}."""
+        from stream.funnels import parse_duration
+
+        names = [w.strip() for w in self.metric_windows.split(",") if w.strip()]
+        try:
+            return {name: parse_duration(name) for name in names}
+        except ValueError as exc:
+            raise ValueError(f"FUNNEL_METRIC_WINDOWS: {exc}") from None
 
     @property
     def redis_url(self) -> str:

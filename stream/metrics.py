@@ -16,14 +16,19 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.utils import floatToGoString
 
 from stream.engine import OTHER, TTC_BOUNDS
 from stream.funnels import Funnel
 from stream.summary import Sums, capped_values
 
-# Trailing windows exported as gauges (seconds).
+# Trailing windows exported as gauges by default (FUNNEL_METRIC_WINDOWS).
 METRIC_WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
 # Lost reasons are free text from the CRM: keep the top ones per funnel.
 LOST_REASONS_TOP = 20
@@ -56,20 +61,29 @@ SumsReader = Callable[[str, float, float], Sums]
 
 
 def funnel_families(
-    funnels: Iterable[Funnel], sums: SumsReader, newest: dict[str, float], now: float
+    funnels: Iterable[Funnel],
+    sums: SumsReader,
+    newest: dict[str, float],
+    now: float,
+    windows: dict[str, int] = METRIC_WINDOWS,
 ) -> list[Metric]:
-    """The table-derived metric families, from summed counters (pure; no I/O)."""
+    """The table-derived metric families, from summed counters (pure; no I/O).
+
+    Step series carry ``previous`` (the step before; step 1 names itself) and
+    ``position`` (first/middle/last) so recording rules can divide a step by
+    the one before it and the last by the first after summing over workers.
+    """
     reached = GaugeMetricFamily(
         "funnel_step_reached",
         "Attempts that reached the step within the trailing window (period view), "
         "summed over the partitions this worker owns; with breakdown/value labels "
         "per capped breakdown value.",
-        labels=["funnel", "step", "window", "breakdown", "value"],
+        labels=["funnel", "step", "previous", "position", "window", "breakdown", "value"],
     )
     lost = GaugeMetricFamily(
         "funnel_step_lost",
         "Pipeline deals lost at the stage within the trailing window.",
-        labels=["funnel", "step", "window"],
+        labels=["funnel", "step", "window", "breakdown", "value"],
     )
     reasons = GaugeMetricFamily(
         "funnel_lost_reason",
@@ -83,20 +97,26 @@ def funnel_families(
     )
     for funnel in funnels:
         names = funnel.step_names
-        for window, span in METRIC_WINDOWS.items():
+        steps = [
+            (i, step, names[max(i - 1, 0)], _position(i, len(names)))
+            for i, step in enumerate(names)
+        ]
+        for window, span in windows.items():
             got = sums(funnel.name, now - span, float("inf"))
-            for i, step in enumerate(names):
-                n = got.get(("reached", i, "", ""), 0)
-                reached.add_metric([funnel.name, step, window, "", ""], n)
-                if funnel.mode == "pipeline":
-                    lost.add_metric([funnel.name, step, window], got.get(("lost", i, "", ""), 0))
+            groups = [("", "", got)]
             for dim in funnel.breakdowns:
                 capped = capped_values(funnel, got, "reached", dim)
-                values = {v for (m, _, _, v) in capped if m == "reached"}
-                for value in sorted(values):
-                    for i, step in enumerate(names):
-                        n = capped.get(("reached", i, dim, value), 0)
-                        reached.add_metric([funnel.name, step, window, dim, value], n)
+                for value in sorted({v for (m, _, _, v) in capped if m == "reached"}):
+                    groups.append((dim, value, capped))
+            for dim, value, source in groups:
+                for i, step, previous, position in steps:
+                    n = source.get(("reached", i, dim, value), 0)
+                    reached.add_metric(
+                        [funnel.name, step, previous, position, window, dim, value], n
+                    )
+                    if funnel.mode == "pipeline":
+                        n_lost = source.get(("lost", i, dim, value), 0)
+                        lost.add_metric([funnel.name, step, window, dim, value], n_lost)
             if funnel.mode == "pipeline":
                 for reason, n in _top_reasons(got):
                     reasons.add_metric([funnel.name, reason, window], n)
@@ -117,6 +137,34 @@ def funnel_families(
     for topic, ts in sorted(newest.items()):
         lag.add_metric([topic], max(0.0, now - ts))
     return [reached, lost, reasons, ttc, lag]
+
+
+def _position(i: int, count: int) -> str:
+    return "first" if i == 0 else "last" if i == count - 1 else "middle"
+
+
+def consumer_families(
+    lag: dict[tuple[str, int], int], commit_latency: list[float], rebalances: int
+) -> list[Metric]:
+    """Faust's consumer figures for the partitions this worker owns now (no stale series)."""
+    lag_family = GaugeMetricFamily(
+        "funnel_consumer_lag_messages",
+        "Messages not yet committed (end offset minus committed offset) per owned partition.",
+        labels=["topic", "partition"],
+    )
+    for (topic, partition), n in sorted(lag.items()):
+        lag_family.add_metric([topic, str(partition)], max(0, n))
+    latency = GaugeMetricFamily(
+        "funnel_commit_latency_seconds",
+        "Median latency of this worker's recent offset commits (transaction commits).",
+    )
+    if commit_latency:
+        latency.add_metric([], sorted(commit_latency)[len(commit_latency) // 2])
+    counter = CounterMetricFamily(
+        "funnel_rebalances", "Consumer-group rebalances this worker has taken part in."
+    )
+    counter.add_metric([], rebalances)
+    return [lag_family, latency, counter]
 
 
 def _top_reasons(got: Sums) -> list[tuple[str, int]]:
@@ -140,12 +188,15 @@ class FunnelCollector:
     """
 
     def __init__(self) -> None:
-        self.source: Callable[[], tuple[Any, ...] | None] | None = None
+        self.source: Callable[[], dict[str, Any] | None] | None = None
+        self.consumer: Callable[[], dict[str, Any]] | None = None
 
     def collect(self) -> Iterator[Metric]:
+        if self.consumer is not None:
+            yield from consumer_families(**self.consumer())
         args = self.source() if self.source else None
         if args is not None:
-            yield from funnel_families(*args, now=time.time())
+            yield from funnel_families(**args, now=time.time())
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the funnels; collected at scrape time only

@@ -438,13 +438,30 @@ class Stack:
         (pdir / "prometheus.yml").write_text(
             template.substitute(
                 scrape_interval=self.s.scrape_interval,
-                rules_dir=DEPLOY / "prometheus" / "rules",
+                rules_dir=self.write_rules().parent,
                 targets_dir=self.targets_dir(),
                 alertmanager=f"{self.s.host}:{self.s.alertmanager_port}",
             )
         )
         if not any(self.targets_dir().glob("*.json")):
             self.write_scrape_targets([self.s.web_port])
+
+    def write_rules(self, settings: Settings | None = None) -> Path:
+        """Render the rules for these settings (FUNNEL_ALERT_*) where Prometheus reads them."""
+        from stream.rules import render_rules
+
+        path = self._dir("prometheus") / "rules" / "funnel.yml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_rules(settings or self.s))
+        return path
+
+    def reload_prometheus(self) -> None:
+        """Make a running Prometheus re-read its config and rules (lifecycle API)."""
+        url = f"http://{self.s.host}:{self.s.prometheus_port}/-/reload"
+        request = urllib.request.Request(url, method="POST")
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            if resp.status != 200:
+                raise StackError(f"Prometheus reload at {url} answered {resp.status}")
 
     def _prometheus_command(self) -> list[str]:
         pdir = self._dir("prometheus")

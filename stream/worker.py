@@ -214,7 +214,38 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         return sums
 
     newest_event: dict[str, float] = {}
-    FUNNEL_STATE.source = lambda: (funnels, owned_sums, dict(newest_event)) if ready() else None
+    metric_windows = settings.metric_window_seconds
+
+    def funnel_state() -> dict | None:
+        if not ready():
+            return None
+        return {
+            "funnels": funnels,
+            "sums": owned_sums,
+            "newest": dict(newest_event),
+            "windows": metric_windows,
+        }
+
+    def consumer_state() -> dict:
+        consumer, monitor = app.consumer, app.monitor
+        lag = {}
+        for tp in app.assignor.assigned_actives():
+            if tp.topic.endswith("-changelog"):
+                continue  # read only during recovery; its lag means nothing after
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not (or no longer) assigned in the client
+                continue
+            if end is not None:
+                lag[(tp.topic, tp.partition)] = end - monitor.tp_committed_offsets.get(tp, 0)
+        return {
+            "lag": lag,
+            "commit_latency": list(monitor.commit_latency),
+            "rebalances": app.rebalancing_count,
+        }
+
+    FUNNEL_STATE.source = funnel_state
+    FUNNEL_STATE.consumer = consumer_state
 
     reject_log = RejectLog(log)
     watermarks: dict[int, float] = {}

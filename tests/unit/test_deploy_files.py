@@ -94,3 +94,36 @@ def test_alertmanager_configs_are_valid(tmp_path):
     for path in (REPO / "deploy/alertmanager/alertmanager.yml", rendered):
         run = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_committed_rules_are_the_generated_defaults():
+    from stream.config import Settings
+    from stream.rules import render_rules
+
+    committed = (REPO / "deploy/prometheus/rules/funnel.yml").read_text()
+    assert committed == render_rules(Settings()), (
+        "deploy/prometheus/rules/funnel.yml is stale: regenerate it with "
+        "`funnel rules > deploy/prometheus/rules/funnel.yml` with no FUNNEL_ALERT_* set"
+    )
+
+
+def test_alert_settings_reach_the_rules():
+    from stream.config import Settings
+    from stream.rules import render_rules
+
+    rules = yaml.safe_load(
+        render_rules(Settings(alert_short_window="1m", alert_drop=0.7, alert_min_volume=20))
+    )
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert set(alerts) == {
+        "FunnelDropOffSpike",
+        "FunnelNoEvents",
+        "FunnelConsumerLagHigh",
+        "FunnelRejectedEventsHigh",
+        "FunnelWorkerDown",
+    }
+    expr = alerts["FunnelDropOffSpike"]["expr"]
+    assert 'window="1m"' in expr and "< 0.3" in expr and ">= 20" in expr
+    for alert in alerts.values():
+        assert alert["labels"]["severity"] in ("warning", "critical")
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]

@@ -41,10 +41,16 @@ def test_gauges_equal_the_api_summary_per_window_and_breakdown(seed, n):
     for f in FUNNELS:
         for window, span in METRIC_WINDOWS.items():
             doc = summarise(f, engine.sums(f.name, now - span, float("inf")), window, None, None)
-            for step in doc["steps"]:
+            names = [st["name"] for st in doc["steps"]]
+            for i, step in enumerate(doc["steps"]):
                 key = (
                     ("breakdown", ""),
                     ("funnel", f.name),
+                    (
+                        "position",
+                        "first" if i == 0 else "last" if i == len(names) - 1 else "middle",
+                    ),
+                    ("previous", names[max(i - 1, 0)]),
                     ("step", step["name"]),
                     ("value", ""),
                     ("window", window),
