@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
     run.set_defaults(func=cmd_run)
 
-    rules = sub.add_parser("rules", help="print the Prometheus rules for the FUNNEL_ALERT_* settings")
+    rules = sub.add_parser("rules", help="print Prometheus rules for the FUNNEL_ALERT_* settings")
     rules.set_defaults(func=cmd_rules)
 
     config = sub.add_parser("config", help="print the settings in effect")
