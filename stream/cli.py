@@ -61,9 +61,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.demo import Drop, run_demo
 
-    return run_demo(Settings.from_env(), rate=args.rate, duration=args.duration, seed=args.seed)
+    try:
+        drops = [Drop.parse(text) for text in args.drop]
+    except ValueError as exc:
+        print(f"funnel demo: {exc}", file=sys.stderr)
+        return 2
+    return run_demo(
+        Settings.from_env(),
+        rate=args.rate,
+        duration=args.duration,
+        seed=args.seed,
+        drops=drops,
+        day=args.day,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -264,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=50.0, help="events per second")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     demo.add_argument("--seed", type=int, default=1)
+    demo.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="STEP=FACTOR@MINUTE",
+        help="from MINUTE on, reaching STEP is FACTOR times as likely (e.g. checkout=0.1@5)",
+    )
+    demo.add_argument(
+        "--day", type=float, default=86400.0, help="seconds of a simulated day (daily rhythm)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     validate = sub.add_parser("validate", help="check an events file (JSONL) offline")

@@ -1,70 +1,405 @@
-"""Demo traffic: a small built-in producer of visits until the full demo lands.
+"""Demo traffic: a shop and a CRM with realistic funnels, and injectable drop-offs.
 
-Sends realistic-looking visit events at a steady rate, keyed by visitor id,
-and shows progress on stderr.
+``Traffic`` is a pure, seeded simulation: visitors arrive (following a daily
+rhythm) from channels, regions and devices with their own conversion rates,
+sign up, add to and remove from carts, check out and buy (repeat customers
+come back and buy more often); some call a tracking number, and answered
+calls become deals that managers move through the sales pipeline, sometimes
+skipping or going back a stage, until they are won or lost with a reason.
+Each visitor's events are scheduled seconds to minutes apart in event time.
+
+``--drop STEP=FACTOR@MINUTE`` multiplies the chance of reaching STEP by
+FACTOR from that minute of the run on (e.g. ``checkout=0.1@5``: a broken
+checkout five minutes in), so the drop-off alert can be seen firing.
+
+``produce`` sends the events as they fall due, keyed by entity, with
+progress on stderr.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import math
 import random
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 from stream.config import Settings
+from stream.events import entity_of
 
-CHANNELS = ["search", "social", "email", "direct", "paid"]
-REGIONS = ["north", "south", "east", "west"]
-DEVICES = ["desktop", "mobile", "tablet"]
+# name: (share of visitors, conversion multiplier)
+CHANNELS = {
+    "search": (0.34, 1.0),
+    "paid": (0.22, 1.2),
+    "social": (0.2, 0.6),
+    "email": (0.1, 1.6),
+    "direct": (0.14, 1.3),
+}
+CAMPAIGNS = {  # paid channel: campaign -> keywords
+    "winter-sale": ["boots", "winter boots", "warm jacket"],
+    "brand": ["funnelshop", "funnel shop"],
+    "running": ["running shoes", "trail shoes"],
+}
+REGIONS = {"north": (0.3, 1.1), "south": (0.3, 0.9), "east": (0.2, 1.0), "west": (0.2, 1.05)}
+DEVICES = {"desktop": (0.45, 1.2), "mobile": (0.45, 0.75), "tablet": (0.1, 1.0)}
+AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55+"]
+GENDERS = ["f", "m", "x"]
+# Base probability of each shop step given the previous one.
+SHOP_STEPS = {"signup": 0.35, "cart": 0.55, "checkout": 0.6, "purchase": 0.75}
+REPEAT_BOOST = 1.5
+CALL_SHARE = 0.06  # of visitors who call a tracking number
+ANSWERED = 0.8
+MANAGERS = {"ann": 1.25, "bob": 1.0, "cem": 0.8, "dan": 1.05}  # closing skill
+STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation", "won"]
+STAGE_ADVANCE = [0.8, 0.7, 0.6, 0.65, 0.6]  # lead->contacted ... negotiation->won
+LOST_REASONS = ["price", "timing", "competitor", "no budget", "no answer"]
+EVENTS_PER_VISITOR = 2.3  # measured mean, to turn --rate (events/s) into arrivals
 
 
-def visit_event(rng: random.Random, now: datetime) -> dict:
-    visitor = f"v{rng.randrange(1_000_000):06d}"
-    return {
-        "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-        "type": "visit",
-        "occurred_at": now.isoformat(timespec="milliseconds"),
-        "visitor_id": visitor,
-        "session_id": f"s{rng.randrange(10**9)}",
-        "channel": rng.choice(CHANNELS),
-        "region": rng.choice(REGIONS),
-        "device": rng.choice(DEVICES),
-        "url": "/",
-    }
+@dataclass(frozen=True)
+class Drop:
+    """From ``minute`` of the run on, reaching ``step`` is ``factor`` times as likely."""
+
+    step: str
+    factor: float
+    minute: float
+
+    @classmethod
+    def parse(cls, text: str) -> Drop:
+        try:
+            step, rest = text.split("=", 1)
+            factor, minute = rest.split("@", 1) if "@" in rest else (rest, "0")
+            drop = cls(step.strip(), float(factor), float(minute))
+        except ValueError:
+            raise ValueError(
+                f"--drop {text!r}: use STEP=FACTOR@MINUTE, e.g. checkout=0.1@5"
+            ) from None
+        known = set(SHOP_STEPS) | set(STAGES[1:])
+        if drop.step not in known:
+            raise ValueError(f"--drop {text!r}: step {drop.step!r} is not one of {sorted(known)}")
+        if not 0 <= drop.factor <= 10:
+            raise ValueError(f"--drop {text!r}: factor must be between 0 and 10")
+        return drop
 
 
-async def produce(settings: Settings, rate: float, duration: float, seed: int) -> int:
+def _pick(rng: random.Random, table: dict[str, tuple[float, float]]) -> tuple[str, float]:
+    names = list(table)
+    name = rng.choices(names, weights=[table[n][0] for n in names])[0]
+    return name, table[name][1]
+
+
+def rhythm(ts: float, day: float) -> float:
+    """Traffic multiplier over the day: quiet at night (0.3), busiest in the evening (1.5)."""
+    hour = (ts % day) / day * 24
+    return 0.9 + 0.6 * math.sin((hour - 13) / 24 * 2 * math.pi)
+
+
+@dataclass
+class Traffic:
+    """Seeded simulation; ``due(now)`` returns the events whose time has come."""
+
+    seed: int = 1
+    rate: float = 50.0  # events per second, roughly
+    start: float = field(default_factory=time.time)
+    drops: list[Drop] = field(default_factory=list)
+    day: float = 86400.0  # seconds in a simulated day (shorter = faster rhythm)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.queue: list[tuple[float, int, dict[str, Any]]] = []
+        self.seq = 0
+        self.clock = self.start
+        self.customers: list[tuple[str, dict[str, Any]]] = []  # returning buyers
+        self.deals = 0
+
+    # -- scheduling ---------------------------------------------------------
+
+    def _at(self, ts: float, event: dict[str, Any]) -> None:
+        event["event_id"] = str(uuid.UUID(int=self.rng.getrandbits(128)))
+        event["occurred_at"] = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
+        self.seq += 1
+        heapq.heappush(self.queue, (ts, self.seq, event))
+
+    def factor(self, step: str, ts: float) -> float:
+        out = 1.0
+        for drop in self.drops:
+            if drop.step == step and ts >= self.start + drop.minute * 60:
+                out *= drop.factor
+        return out
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """Spawn visitors up to ``now`` and return the events due by then, in time order."""
+        arrivals = self.rate / EVENTS_PER_VISITOR
+        while self.clock < now:
+            step = min(1.0, now - self.clock)
+            n = self._poisson(arrivals * step * rhythm(self.clock, self.day))
+            for _ in range(n):
+                self._visitor(self.clock + self.rng.random() * step)
+            self.clock += step
+        out = []
+        while self.queue and self.queue[0][0] <= now:
+            out.append(heapq.heappop(self.queue)[2])
+        return out
+
+    def _poisson(self, lam: float) -> int:
+        if lam <= 0:
+            return 0
+        if lam > 30:  # normal approximation keeps it cheap at high rates
+            return max(0, round(self.rng.gauss(lam, math.sqrt(lam))))
+        k, p, limit = 0, 1.0, math.exp(-lam)
+        while True:
+            p *= self.rng.random()
+            if p <= limit:
+                return k
+            k += 1
+
+    # -- the shop -----------------------------------------------------------
+
+    def _visitor(self, ts: float) -> None:
+        rng = self.rng
+        if self.customers and rng.random() < 0.15:
+            visitor, attrs = rng.choice(self.customers)
+            boost = REPEAT_BOOST
+        else:
+            visitor = f"v{rng.getrandbits(40):010x}"
+            channel, c = _pick(rng, CHANNELS)
+            region, r = _pick(rng, REGIONS)
+            device, d = _pick(rng, DEVICES)
+            attrs = {"channel": channel, "region": region, "device": device, "_mult": c * r * d}
+            attrs["age_band"] = rng.choice(AGE_BANDS)
+            attrs["gender"] = rng.choice(GENDERS)
+            if channel == "paid":
+                campaign = rng.choice(list(CAMPAIGNS))
+                attrs.update(campaign=campaign, keyword=rng.choice(CAMPAIGNS[campaign]))
+                attrs.update(source="ads", medium="cpc")
+            boost = 1.0
+        mult = attrs["_mult"] * boost
+        base = {k: v for k, v in attrs.items() if not k.startswith("_")}
+        session = f"s{rng.getrandbits(40):010x}"
+        pages = ["/", "/catalog", "/product/boots", "/product/jacket", "/sale"]
+        self._at(
+            ts,
+            {
+                "type": "visit",
+                "visitor_id": visitor,
+                "session_id": session,
+                "url": rng.choice(pages),
+                **base,
+            },
+        )
+        if rng.random() < 0.3:  # a second page view in the same session
+            self._at(
+                ts + rng.uniform(5, 60),
+                {
+                    "type": "visit",
+                    "visitor_id": visitor,
+                    "session_id": session,
+                    "url": "/catalog",
+                    **base,
+                },
+            )
+        if rng.random() < CALL_SHARE * mult:
+            self._call(ts + rng.uniform(10, 120), visitor, session, base)
+        t = ts
+        for step, p in SHOP_STEPS.items():
+            t += rng.uniform(5, 90)
+            if rng.random() >= min(0.98, p * mult**0.5 * self.factor(step, t)):
+                if step in ("checkout", "purchase") and rng.random() < 0.3:
+                    self._at(
+                        t,
+                        {
+                            "type": "cart",
+                            "visitor_id": visitor,
+                            "action": "remove",
+                            "cart_id": f"c-{visitor}",
+                            **base,
+                        },
+                    )
+                return
+            if step == "signup":
+                self._at(
+                    t,
+                    {
+                        "type": "signup",
+                        "visitor_id": visitor,
+                        "user_id": f"u-{visitor}",
+                        "method": rng.choice(["newsletter", "account"]),
+                        **base,
+                    },
+                )
+                continue
+            event = {
+                "type": "cart",
+                "visitor_id": visitor,
+                "action": "add" if step == "cart" else step,
+                "cart_id": f"c-{visitor}",
+                **base,
+            }
+            if step == "purchase":
+                event.update(
+                    order_id=f"o{rng.getrandbits(32):08x}",
+                    value=round(rng.lognormvariate(3.8, 0.6), 2),
+                    currency="EUR",
+                )
+                if len(self.customers) < 5000:
+                    self.customers.append((visitor, attrs))
+            self._at(t, event)
+
+    # -- calls and the sales pipeline ----------------------------------------
+
+    def _call(self, ts: float, visitor: str, session: str, base: dict[str, Any]) -> None:
+        rng = self.rng
+        call_id = f"call{rng.getrandbits(40):010x}"
+        answered = rng.random() < ANSWERED
+        number = f"tn-{base.get('channel', 'direct')}"
+        self._at(
+            ts,
+            {
+                "type": "call",
+                "call_id": call_id,
+                "tracking_number": number,
+                "caller_hash": f"h{rng.getrandbits(64):016x}",
+                "direction": "inbound",
+                "answered": answered,
+                "duration_s": rng.randint(30, 600) if answered else 0,
+                "visitor_id": visitor,
+                "session_id": session,
+                **base,
+            },
+        )
+        if answered:
+            self._deal(ts + rng.uniform(5, 30), visitor, call_id, base)
+
+    def _deal(self, ts: float, visitor: str, call_id: str, base: dict[str, Any]) -> None:
+        rng = self.rng
+        self.deals += 1
+        deal = f"d{self.deals:07d}-{rng.getrandbits(16):04x}"
+        manager = rng.choice(list(MANAGERS))
+        skill = MANAGERS[manager]
+        amount = round(rng.lognormvariate(7, 0.8), 2)
+        common = {
+            "deal_id": deal,
+            "type": "deal_stage",
+            "manager": manager,
+            "amount": amount,
+            "currency": "EUR",
+            "visitor_id": visitor,
+            "call_id": call_id,
+            **{k: v for k, v in base.items() if k != "manager"},
+        }
+        self._at(ts, {**common, "stage": "lead", "status": "open"})
+        position, t = 0, ts
+        while position < len(STAGES) - 1:
+            t += rng.uniform(10, 90)
+            nxt = STAGES[position + 1]
+            p = min(0.97, STAGE_ADVANCE[position] * skill * self.factor(nxt, t))
+            if rng.random() >= p:
+                reason = rng.choice(LOST_REASONS)
+                self._at(
+                    t,
+                    {**common, "stage": STAGES[position], "status": "lost", "lost_reason": reason},
+                )
+                return
+            if nxt == "won":
+                self._at(
+                    t,
+                    {**common, "stage": "won", "status": "won", "previous_stage": STAGES[position]},
+                )
+                return
+            target = position + 1
+            if target + 1 < len(STAGES) - 1 and rng.random() < 0.1:
+                target += 1  # a stage skipped in the CRM
+            self._at(
+                t,
+                {
+                    **common,
+                    "stage": STAGES[target],
+                    "status": "open",
+                    "previous_stage": STAGES[position],
+                },
+            )
+            if target > 1 and rng.random() < 0.05:  # moved back a stage, then on again
+                t += rng.uniform(10, 60)
+                self._at(
+                    t,
+                    {
+                        **common,
+                        "stage": STAGES[target - 1],
+                        "status": "open",
+                        "previous_stage": STAGES[target],
+                    },
+                )
+            position = target
+
+
+async def produce(
+    settings: Settings,
+    rate: float,
+    duration: float,
+    seed: int,
+    drops: list[Drop] | None = None,
+    day: float = 86400.0,
+) -> int:
+    """Send the simulation's events as they fall due; progress on stderr."""
     from aiokafka import AIOKafkaProducer
 
-    rng = random.Random(seed)
-    topic = settings.topics["visit"]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    from stream.events import decode
+
+    traffic = Traffic(seed=seed, rate=rate, drops=drops or [], day=day)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, enable_idempotence=True
+    )
     await producer.start()
-    sent = 0
+    sent: dict[str, int] = {}
     started = time.monotonic()
+    last_report = 0.0
     try:
         while duration <= 0 or time.monotonic() - started < duration:
-            due = int((time.monotonic() - started) * rate)
-            while sent < due:
-                event = visit_event(rng, datetime.now(UTC))
-                await producer.send(topic, orjson.dumps(event), key=event["visitor_id"].encode())
-                sent += 1
-            if sent and sent % max(1, int(rate) * 5) == 0:
-                print(f"\rdemo: {sent} events sent to {topic}", end="", file=sys.stderr, flush=True)
+            for event in traffic.due(time.time()):
+                value = orjson.dumps(event)
+                kind = event["type"]
+                key = entity_of(decode(value, now=float("inf"))).encode()
+                await producer.send(settings.topics[kind], value, key=key)
+                sent[kind] = sent.get(kind, 0) + 1
+            if time.monotonic() - last_report > 2:
+                last_report = time.monotonic()
+                _progress(sent, time.monotonic() - started, traffic, end="")
             await asyncio.sleep(0.05)
         await producer.flush()
     finally:
         await producer.stop()
-    print(f"\rdemo: {sent} events sent to {topic}", file=sys.stderr, flush=True)
-    return sent
+        _progress(sent, time.monotonic() - started, traffic, end="\n")
+    return sum(sent.values())
 
 
-def run_demo(settings: Settings, rate: float, duration: float, seed: int) -> int:
+def _progress(sent: dict[str, int], elapsed: float, traffic: Traffic, end: str) -> None:
+    counts = " ".join(f"{k}={n}" for k, n in sorted(sent.items()))
+    active = [f"{d.step}x{d.factor:g}" for d in traffic.drops if elapsed >= d.minute * 60]
+    drops = f"  drops active: {', '.join(active)}" if active else ""
+    print(
+        f"\rdemo {elapsed:6.0f}s  {sum(sent.values())} events ({counts}){drops}",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def run_demo(
+    settings: Settings,
+    rate: float,
+    duration: float,
+    seed: int,
+    drops: list[Drop] | None = None,
+    day: float = 86400.0,
+) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(produce(settings, rate, duration, seed))
+        asyncio.run(produce(settings, rate, duration, seed, drops, day))
     return 0

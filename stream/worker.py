@@ -78,6 +78,18 @@ PEER_TIMEOUT = 5.0  # seconds a peer worker gets to answer a partial query
 SOURCE_HEADER = "src"
 
 
+TRACE = bool(os.environ.get("FUNNEL_TRACE_OFFSETS"))
+
+
+def trace_batch(agent: str, batch: list, **extra: Any) -> None:
+    """Debug aid: a batch's offset range and size per topic partition."""
+    ranges: dict[str, list[int]] = defaultdict(list)
+    for event in batch:
+        ranges[f"{event.message.topic}:{event.message.partition}"].append(event.message.offset)
+    summary = {tp: [min(o), max(o), len(o)] for tp, o in ranges.items()}
+    log.warning("batch", extra={"agent": agent, "ranges": summary, **extra})
+
+
 def minute_bucket(ts: float) -> str:
     """Event-time minute (UTC, ISO) of epoch seconds."""
     return datetime.fromtimestamp(int(ts) // 60 * 60, tz=UTC).isoformat()
@@ -114,7 +126,7 @@ def header(msg: Any, name: str) -> str | None:
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
     fix_read_offset_race()
-    if os.environ.get("FUNNEL_TRACE_OFFSETS"):
+    if TRACE:
         from stream.eos import trace_offsets
 
         trace_offsets()
@@ -285,6 +297,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 for source, topic, key, value, headers in out:
                     await send_in_transaction(app, source, topic, key, value, headers)
                 await ack_all(stream, batch)
+            if TRACE:
+                trace_batch("normalise", batch)
 
     @app.agent(events_topic)
     async def count(stream: faust.StreamT) -> None:
@@ -349,18 +363,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     last_purge[0] = time.monotonic()
                     await purge_seen(horizon)
                 await ack_all(stream, batch)
-            if os.environ.get("FUNNEL_TRACE_OFFSETS"):
-                ranges = defaultdict(list)
-                for event in batch:
-                    ranges[event.message.partition].append(event.message.offset)
-                log.warning(
-                    "batch",
-                    extra={
-                        "ranges": {p: [min(o), max(o), len(o)] for p, o in ranges.items()},
-                        "dups": sum(duplicates.values()),
-                        "rebalancing": app.rebalancing,
-                    },
-                )
+            if TRACE:
+                trace_batch("count", batch, dups=sum(duplicates.values()))
             for (source, kind), n in counted.items():
                 EVENTS.labels(topic=source, type=kind).inc(n)
             for source, n in duplicates.items():
