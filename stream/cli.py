@@ -75,6 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         drops=drops,
         day=args.day,
+        out=args.out,
+        speed=args.speed,
     )
 
 
@@ -282,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="STEP=FACTOR@MINUTE",
         help="from MINUTE on, reaching STEP is FACTOR times as likely (e.g. checkout=0.1@5)",
+    )
+    demo.add_argument("--out", help="also append every event sent to this JSONL file")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="journeys move this many times faster"
     )
     demo.add_argument(
         "--day", type=float, default=86400.0, help="seconds of a simulated day (daily rhythm)"

@@ -105,6 +105,8 @@ class Settings:
     # (FUNNEL_ALERT_LAG_MESSAGES); FunnelRejectedEventsHigh: share of input
     # rejected over 10 minutes (FUNNEL_ALERT_REJECT_RATIO).
     alert_lag_messages: int = 10000
+    # Where the local Alertmanager delivers alerts (FUNNEL_ALERT_WEBHOOK).
+    alert_webhook: str = "http://127.0.0.1:5001/alerts"
     alert_reject_ratio: float = 0.05
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
@@ -157,6 +159,7 @@ class Settings:
             alert_for=_env("ALERT_FOR", cls.alert_for),
             alert_lag_messages=_env_int("ALERT_LAG_MESSAGES", cls.alert_lag_messages),
             alert_reject_ratio=_env_float("ALERT_REJECT_RATIO", cls.alert_reject_ratio),
+            alert_webhook=_env("ALERT_WEBHOOK", cls.alert_webhook),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),

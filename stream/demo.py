@@ -111,6 +111,7 @@ class Traffic:
     start: float = field(default_factory=time.time)
     drops: list[Drop] = field(default_factory=list)
     day: float = 86400.0  # seconds in a simulated day (shorter = faster rhythm)
+    speed: float = 1.0  # journeys move this many times faster (delays between steps shrink)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -121,6 +122,10 @@ class Traffic:
         self.deals = 0
 
     # -- scheduling ---------------------------------------------------------
+
+    def _later(self, low: float, high: float) -> float:
+        """A delay between two steps of a journey, in seconds."""
+        return self.rng.uniform(low, high) / self.speed
 
     def _at(self, ts: float, event: dict[str, Any]) -> None:
         event["event_id"] = str(uuid.UUID(int=self.rng.getrandbits(128)))
@@ -197,7 +202,7 @@ class Traffic:
         )
         if rng.random() < 0.3:  # a second page view in the same session
             self._at(
-                ts + rng.uniform(5, 60),
+                ts + self._later(5, 60),
                 {
                     "type": "visit",
                     "visitor_id": visitor,
@@ -207,10 +212,10 @@ class Traffic:
                 },
             )
         if rng.random() < CALL_SHARE * mult:
-            self._call(ts + rng.uniform(10, 120), visitor, session, base)
+            self._call(ts + self._later(10, 120), visitor, session, base)
         t = ts
         for step, p in SHOP_STEPS.items():
-            t += rng.uniform(5, 90)
+            t += self._later(5, 90)
             if rng.random() >= min(0.98, p * mult**0.5 * self.factor(step, t)):
                 if step in ("checkout", "purchase") and rng.random() < 0.3:
                     self._at(
@@ -276,7 +281,7 @@ class Traffic:
             },
         )
         if answered:
-            self._deal(ts + rng.uniform(5, 30), visitor, call_id, base)
+            self._deal(ts + self._later(5, 30), visitor, call_id, base)
 
     def _deal(self, ts: float, visitor: str, call_id: str, base: dict[str, Any]) -> None:
         rng = self.rng
@@ -298,7 +303,7 @@ class Traffic:
         self._at(ts, {**common, "stage": "lead", "status": "open"})
         position, t = 0, ts
         while position < len(STAGES) - 1:
-            t += rng.uniform(10, 90)
+            t += self._later(10, 90)
             nxt = STAGES[position + 1]
             p = min(0.97, STAGE_ADVANCE[position] * skill * self.factor(nxt, t))
             if rng.random() >= p:
@@ -327,7 +332,7 @@ class Traffic:
                 },
             )
             if target > 1 and rng.random() < 0.05:  # moved back a stage, then on again
-                t += rng.uniform(10, 60)
+                t += self._later(10, 60)
                 self._at(
                     t,
                     {
@@ -347,17 +352,24 @@ async def produce(
     seed: int,
     drops: list[Drop] | None = None,
     day: float = 86400.0,
+    out: str | None = None,
+    speed: float = 1.0,
 ) -> int:
-    """Send the simulation's events as they fall due; progress on stderr."""
+    """Send the simulation's events as they fall due; progress on stderr.
+
+    With ``out``, every event sent is also appended to that file (JSON lines),
+    so the same traffic can be replayed offline with `funnel replay`.
+    """
     from aiokafka import AIOKafkaProducer
 
     from stream.events import decode
 
-    traffic = Traffic(seed=seed, rate=rate, drops=drops or [], day=day)
+    traffic = Traffic(seed=seed, rate=rate, drops=drops or [], day=day, speed=speed)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, enable_idempotence=True
     )
     await producer.start()
+    copy = open(out, "ab") if out else None  # noqa: SIM115 - closed in finally
     sent: dict[str, int] = {}
     started = time.monotonic()
     last_report = 0.0
@@ -368,6 +380,8 @@ async def produce(
                 kind = event["type"]
                 key = entity_of(decode(value, now=float("inf"))).encode()
                 await producer.send(settings.topics[kind], value, key=key)
+                if copy is not None:
+                    copy.write(value + b"\n")
                 sent[kind] = sent.get(kind, 0) + 1
             if time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
@@ -376,6 +390,8 @@ async def produce(
         await producer.flush()
     finally:
         await producer.stop()
+        if copy is not None:
+            copy.close()
         _progress(sent, time.monotonic() - started, traffic, end="\n")
     return sum(sent.values())
 
@@ -399,7 +415,9 @@ def run_demo(
     seed: int,
     drops: list[Drop] | None = None,
     day: float = 86400.0,
+    out: str | None = None,
+    speed: float = 1.0,
 ) -> int:
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(produce(settings, rate, duration, seed, drops, day))
+        asyncio.run(produce(settings, rate, duration, seed, drops, day, out, speed))
     return 0

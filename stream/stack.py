@@ -477,8 +477,9 @@ class Stack:
     def _alertmanager_prepare(self) -> None:
         adir = self._dir("alertmanager")
         template = string.Template((DEPLOY / "local" / "alertmanager.yml").read_text())
-        webhook = os.environ.get("FUNNEL_ALERT_WEBHOOK", f"http://{self.s.host}:5001/alerts")
-        (adir / "alertmanager.yml").write_text(template.substitute(webhook_url=webhook))
+        (adir / "alertmanager.yml").write_text(
+            template.substitute(webhook_url=self.s.alert_webhook)
+        )
 
     def _alertmanager_command(self) -> list[str]:
         adir = self._dir("alertmanager")

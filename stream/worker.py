@@ -219,6 +219,10 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         return not app.rebalancing and not app.tables.recovery.in_recovery
 
     def owned_sums(funnel: str, start: float, end: float, view: str = "period") -> Counter:
+        """Sums over this worker's partitions; ranges are whole buckets, from the one
+        holding ``start`` (so a 1m window with 1m buckets never shrinks to the current one)."""
+        if start != float("-inf"):
+            start = start // settings.bucket * settings.bucket
         sums: Counter = Counter()
         for p in owned_partitions():
             for key, n in engine_for(p).sums(funnel, start, end, view).items():

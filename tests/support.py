@@ -30,6 +30,8 @@ TEST_ENV = {
     "FUNNEL_WEB_PORT": "16066",
     "FUNNEL_KAFKA_HEAP": "512m",
     "FUNNEL_SESSION_TIMEOUT": "6",
+    # A test runs the webhook receiver here (tests/integration/test_alerts.py).
+    "FUNNEL_ALERT_WEBHOOK": "http://127.0.0.1:15001/alerts",
 }
 
 
