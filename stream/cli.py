@@ -249,6 +249,16 @@ def cmd_rules(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grafana(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stream.grafana import write_all
+
+    for path in write_all(Path(args.out), Settings.from_env()):
+        print(path)
+    return 0
+
+
 def cmd_config(_: argparse.Namespace) -> int:
     for key, value in Settings.from_env().describe().items():
         print(f"{key} = {value}")
@@ -326,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     rules = sub.add_parser("rules", help="print Prometheus rules for the FUNNEL_ALERT_* settings")
     rules.set_defaults(func=cmd_rules)
+
+    grafana = sub.add_parser("grafana", help="write the Grafana dashboards and alert rules")
+    grafana.add_argument(
+        "--out", default="deploy/grafana", help="directory (default deploy/grafana)"
+    )
+    grafana.set_defaults(func=cmd_grafana)
 
     config = sub.add_parser("config", help="print the settings in effect")
     config.set_defaults(func=cmd_config)

@@ -88,6 +88,23 @@ def drop_off_alerts(prom_port: int) -> list[dict]:
     return prometheus_query(prom_port, 'ALERTS{alertname="FunnelDropOffSpike"}')
 
 
+def dashboard_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel, PromQL) with the variables set as a person would pick them."""
+    from stream.grafana import dashboards
+
+    out = []
+    for uid, board in dashboards().items():
+        funnel = "sales" if uid == "funnel-sales" else "shop"
+        values = {"funnel": funnel, "window": "1m", "breakdown": "channel"}
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for name, value in values.items():
+                    expr = expr.replace(f"${name}", value)
+                out.append((uid, panel["title"], expr))
+    return out
+
+
 def test_checkout_drop_fires_drop_off_alert_through_alertmanager(stack, stack_env):
     env = unique_env(stack_env, **ALERT_ENV)
     settings = settings_for(env)
@@ -135,6 +152,14 @@ def test_checkout_drop_fires_drop_off_alert_through_alertmanager(stack, stack_en
             assert alert["labels"]["severity"] == "critical"
             assert "checkout" in alert["annotations"]["summary"]
             assert "of its baseline" in alert["annotations"]["description"]
+
+            # Every dashboard query is valid PromQL and returns data from this Prometheus.
+            empty = [
+                (uid, title, expr)
+                for uid, title, expr in dashboard_queries()
+                if not prometheus_query(prom, expr)
+            ]
+            assert empty == [], f"dashboard queries without data: {empty}"
         finally:
             demo.kill()
             demo.wait(10)

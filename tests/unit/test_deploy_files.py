@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import string
 import subprocess
@@ -127,3 +128,31 @@ def test_alert_settings_reach_the_rules():
     for alert in alerts.values():
         assert alert["labels"]["severity"] in ("warning", "critical")
         assert alert["annotations"]["summary"] and alert["annotations"]["description"]
+
+
+def test_committed_grafana_files_are_the_generated_ones(tmp_path):
+    from stream.config import Settings
+    from stream.grafana import write_all
+
+    for path in write_all(tmp_path, Settings()):
+        committed = REPO / "deploy/grafana" / path.relative_to(tmp_path)
+        assert committed.read_text() == path.read_text(), (
+            f"{committed} is stale: run `funnel grafana` with no FUNNEL_ALERT_* set"
+        )
+
+
+def test_dashboards_use_only_defined_variables_and_recorded_ratios():
+    from stream.grafana import dashboards
+
+    boards = dashboards()
+    assert set(boards) == {"funnel-overview", "funnel-channels", "funnel-sales", "funnel-ops"}
+    for board in boards.values():
+        defined = {v["name"] for v in board["templating"]["list"]}
+        ids = [p["id"] for p in board["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                used = set(re.findall(r"\$(\w+)", target["expr"] + panel["title"]))
+                assert used <= defined, (board["uid"], panel["title"], used - defined)
+                # Ratios come from recording rules (sums over workers), never computed per worker.
+                assert " / " not in target["expr"], (board["uid"], panel["title"])
