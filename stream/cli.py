@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from stream.config import Settings
 
@@ -138,10 +139,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def _replay_file(args: argparse.Namespace, command: str, **query: Any) -> dict | None:
+    """Run the engine over ``args.file`` with ``args.funnels``; None after printing why not."""
     from pathlib import Path
-
-    import orjson
 
     from stream.events import Rejection
     from stream.funnels import FunnelConfigError, load_funnels
@@ -151,28 +151,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         funnels = load_funnels(args.funnels or settings.funnels or None)
     except FunnelConfigError as exc:
-        print(f"funnel replay: {exc}", file=sys.stderr)
-        return 2
-    if args.breakdown and not any(args.breakdown in f.breakdowns for f in funnels):
+        print(f"funnel {command}: {exc}", file=sys.stderr)
+        return None
+    breakdown = query.get("breakdown")
+    if breakdown and not any(breakdown in f.breakdowns for f in funnels):
         print(
-            f"funnel replay: --breakdown {args.breakdown!r} is no funnel's breakdown",
-            file=sys.stderr,
+            f"funnel {command}: --breakdown {breakdown!r} is no funnel's breakdown", file=sys.stderr
         )
-        return 2
+        return None
     try:
-        doc = replay(
+        return replay(
             Path(args.file),
             funnels,
             bucket=settings.bucket,
             lateness=settings.lateness,
             horizon=settings.dedup_horizon,
-            start=args.start,
-            end=args.end,
-            view=args.view,
-            breakdown=args.breakdown,
+            **query,
         )
     except Rejection as exc:
-        print(f"funnel replay: {exc.message}", file=sys.stderr)
+        print(f"funnel {command}: {exc.message}", file=sys.stderr)
+        return None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import orjson
+
+    doc = _replay_file(
+        args, "replay", start=args.start, end=args.end, view=args.view, breakdown=args.breakdown
+    )
+    if doc is None:
         return 2
     sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -189,26 +196,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if args.file:
-        args.funnels = args.funnels or None
-        args.start = args.end = args.breakdown = None
-        from pathlib import Path
-
-        from stream.funnels import FunnelConfigError, load_funnels
-        from stream.replay import replay
-
-        try:
-            funnels = load_funnels(args.funnels or settings.funnels or None)
-        except FunnelConfigError as exc:
-            print(f"funnel report: {exc}", file=sys.stderr)
+        doc = _replay_file(args, "report", view=args.view)
+        if doc is None:
             return 2
-        doc = replay(
-            Path(args.file),
-            funnels,
-            bucket=settings.bucket,
-            lateness=settings.lateness,
-            horizon=settings.dedup_horizon,
-            view=args.view,
-        )
         docs = [d for d in doc["funnels"] if args.funnel in (None, d["funnel"])]
         if not docs:
             print(f"funnel report: no funnel named {args.funnel!r}", file=sys.stderr)

@@ -408,16 +408,8 @@ def _progress(sent: dict[str, int], elapsed: float, traffic: Traffic, end: str) 
     )
 
 
-def run_demo(
-    settings: Settings,
-    rate: float,
-    duration: float,
-    seed: int,
-    drops: list[Drop] | None = None,
-    day: float = 86400.0,
-    out: str | None = None,
-    speed: float = 1.0,
-) -> int:
+def run_demo(settings: Settings, **options: Any) -> int:
+    """`funnel demo`: ``produce`` until the duration ends or Ctrl-C."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(produce(settings, rate, duration, seed, drops, day, out, speed))
+        asyncio.run(produce(settings, **options))
     return 0

@@ -49,6 +49,18 @@ DUPLICATES = Counter(
     ["topic"],
 )
 
+REFETCHED = Counter(
+    "funnel_events_refetched",
+    "Events of the internal topic that Faust fetched but never handed to the counting "
+    "agent, read back from the broker and counted (stream/continuity.py).",
+    ["topic"],
+)
+REDELIVERED = Counter(
+    "funnel_events_redelivered",
+    "Messages Faust handed to the counting agent again after they were applied; skipped.",
+    ["topic"],
+)
+
 LATE_TOTAL = Counter(
     "funnel_events_late",
     "Events behind the allowed lateness (dead-lettered with reason late), per funnel "

@@ -36,8 +36,9 @@ import aiohttp
 import faust
 from faust.types import TP
 
-from stream import api, cluster, dedup, logs, state
+from stream import api, cluster, continuity, dedup, logs, state
 from stream.config import Settings
+from stream.continuity import Refetcher
 from stream.engine import Engine
 from stream.eos import (
     ack_all,
@@ -55,6 +56,8 @@ from stream.metrics import (
     EVENTS,
     FUNNEL_STATE,
     LATE_TOTAL,
+    REDELIVERED,
+    REFETCHED,
     REJECTED,
     exposition,
 )
@@ -88,6 +91,21 @@ def trace_batch(agent: str, batch: list, **extra: Any) -> None:
         ranges[f"{event.message.topic}:{event.message.partition}"].append(event.message.offset)
     summary = {tp: [min(o), max(o), len(o)] for tp, o in ranges.items()}
     log.warning("batch", extra={"agent": agent, "ranges": summary, **extra})
+
+
+def refetched_message(record: Any) -> Any:
+    """An aiokafka record read back by the Refetcher, shaped like a Faust message."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=list(record.headers or ()),
+        tp=TP(record.topic, record.partition),
+    )
 
 
 def minute_bucket(ts: float) -> str:
@@ -314,8 +332,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             counted: Counter[tuple[str, str]] = Counter()
             duplicates: Counter[str] = Counter()
             late_letters = []
-            for event in batch:
-                msg = event.message
+            messages, next_offsets = await continuous(batch)
+            for msg in messages:
                 p = msg.partition
                 tps[p] = msg.tp
                 source = header(msg, SOURCE_HEADER) or "unknown"
@@ -359,6 +377,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     await write_state(app, visits_per_minute, tps[p], updates)
                 for p in tps:
                     await persist_engine(p, tps[p])
+                for p, offset in next_offsets.items():
+                    tp = TP(settings.events_topic, p)
+                    await write_state(app, marks_table, tp, {f"{p}|next": offset})
                 for source_tp, key, value, headers in late_letters:
                     await send_in_transaction(
                         app, source_tp, settings.dead_letter_topic, key, value, headers
@@ -373,6 +394,37 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 EVENTS.labels(topic=source, type=kind).inc(n)
             for source, n in duplicates.items():
                 DUPLICATES.labels(topic=source).inc(n)
+
+    # A side consumer, opened on the first hole; it lives as long as the process.
+    refetcher = Refetcher(settings.kafka_bootstrap)
+
+    async def continuous(batch: list) -> tuple[list, dict[int, int]]:
+        """The batch's messages to apply: each offset once, holes read back."""
+        by_partition: dict[int, list] = defaultdict(list)
+        for event in batch:
+            by_partition[event.message.partition].append(event.message)
+        out, next_offsets = [], {}
+        for p, msgs in by_partition.items():
+            expected = marks_table.data.get(f"{p}|next")
+            plan = continuity.plan([m.offset for m in msgs], expected)
+            out += [m for m in msgs if m.offset in plan.fresh]
+            if plan.redelivered:
+                REDELIVERED.labels(topic=settings.events_topic).inc(len(plan.redelivered))
+            for first, last in plan.holes:
+                records = await refetcher.read(settings.events_topic, p, first, last)
+                for record in records:
+                    out.append(refetched_message(record))
+                if records:
+                    REFETCHED.labels(topic=settings.events_topic).inc(len(records))
+                    log.warning(
+                        "events re-read that Faust did not deliver",
+                        extra={"partition": p, "from": first, "to": last, "count": len(records)},
+                    )
+            if plan.next_expected is not None and plan.next_expected != expected:
+                next_offsets[p] = plan.next_expected
+        # Fresh messages could repeat within a batch: keep the first of each offset.
+        unique = {(m.partition, m.offset): m for m in reversed(out)}
+        return sorted(unique.values(), key=lambda m: (m.partition, m.offset)), next_offsets
 
     async def persist_engine(p: int, tp: TP) -> None:
         engine = engine_for(p)
