@@ -58,8 +58,9 @@ def plan(delivered: Iterable[int], expected: int | None) -> Plan:
 class Refetcher:
     """Reads given offset ranges back from the broker (read_committed, no group)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, group_id: str | None = None) -> None:
         self.bootstrap = bootstrap
+        self.group_id = group_id  # only read (committed offsets); never joined
         self._consumer: Any = None
 
     async def _client(self) -> Any:
@@ -70,7 +71,7 @@ class Refetcher:
                 bootstrap_servers=self.bootstrap,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
-                group_id=None,
+                group_id=self.group_id,
             )
             await self._consumer.start()
         return self._consumer
@@ -91,6 +92,19 @@ class Refetcher:
             position = await consumer.position(tp)
             if position > last or not records and position >= await self._end(consumer, tp):
                 return found
+
+    async def start(self, topic: str, partition: int) -> int:
+        """Where a partition without history starts: the group's committed offset,
+        else the first offset in the log (a new group reads from the earliest)."""
+        from aiokafka import TopicPartition
+
+        consumer = await self._client()
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        committed = await consumer.committed(tp) if self.group_id else None
+        if committed is not None:
+            return committed
+        return (await consumer.beginning_offsets([tp]))[tp]
 
     @staticmethod
     async def _end(consumer: Any, tp: Any) -> int:

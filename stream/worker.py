@@ -29,6 +29,7 @@ import os
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,10 +228,16 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
                 log.warning("commit on revoke failed", exc_info=True)
         engines.clear()
+        source_next.clear()
+
+    # Next input offset per source partition for normalise, valid within one
+    # assignment; after a rebalance it restarts from the group's committed offset.
+    source_next: dict[TP, int] = {}
 
     @app.on_partitions_assigned.connect
     async def reload_on_assign(sender, assigned, **kwargs):  # noqa: ANN001
         engines.clear()  # rebuilt from the recovered tables on first use
+        source_next.clear()
 
     def ready() -> bool:
         """Tables recovered and no rebalance under way: engines may be (re)built."""
@@ -297,8 +304,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             now = time.time()
             out = []
-            for event in batch:
-                msg = event.message
+            messages, next_offsets = await continuous(batch, source_next.get)
+            for msg in messages:
                 raw = msg.value if msg.value is not None else b""
                 try:
                     ev = decode(raw, topic_type[msg.topic], now)
@@ -319,6 +326,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 for source, topic, key, value, headers in out:
                     await send_in_transaction(app, source, topic, key, value, headers)
                 await ack_all(stream, batch)
+            source_next.update(next_offsets)  # committed with this batch's transaction
             if TRACE:
                 trace_batch("normalise", batch)
 
@@ -332,7 +340,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             counted: Counter[tuple[str, str]] = Counter()
             duplicates: Counter[str] = Counter()
             late_letters = []
-            messages, next_offsets = await continuous(batch)
+            messages, next_offsets = await continuous(
+                batch, lambda tp: marks_table.data.get(f"{tp.partition}|next")
+            )
             for msg in messages:
                 p = msg.partition
                 tps[p] = msg.tp
@@ -377,9 +387,10 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     await write_state(app, visits_per_minute, tps[p], updates)
                 for p in tps:
                     await persist_engine(p, tps[p])
-                for p, offset in next_offsets.items():
-                    tp = TP(settings.events_topic, p)
-                    await write_state(app, marks_table, tp, {f"{p}|next": offset})
+                for tp, offset in next_offsets.items():
+                    key = f"{tp.partition}|next"
+                    if marks_table.data.get(key) != offset:
+                        await write_state(app, marks_table, tp, {key: offset})
                 for source_tp, key, value, headers in late_letters:
                     await send_in_transaction(
                         app, source_tp, settings.dead_letter_topic, key, value, headers
@@ -396,35 +407,44 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 DUPLICATES.labels(topic=source).inc(n)
 
     # A side consumer, opened on the first hole; it lives as long as the process.
-    refetcher = Refetcher(settings.kafka_bootstrap)
+    refetcher = Refetcher(settings.kafka_bootstrap, group_id=settings.app_id)
 
-    async def continuous(batch: list) -> tuple[list, dict[int, int]]:
-        """The batch's messages to apply: each offset once, holes read back."""
-        by_partition: dict[int, list] = defaultdict(list)
+    async def continuous(
+        batch: list, known: Callable[[TP], int | None]
+    ) -> tuple[list, dict[TP, int]]:
+        """The batch's messages to apply: each offset once, holes read back.
+
+        ``known(tp)`` is the next offset expected for a partition, or None where
+        there is no history (then: where the consumer group resumes).
+        """
+        by_tp: dict[TP, list] = defaultdict(list)
         for event in batch:
-            by_partition[event.message.partition].append(event.message)
+            by_tp[event.message.tp].append(event.message)
         out, next_offsets = [], {}
-        for p, msgs in by_partition.items():
-            expected = marks_table.data.get(f"{p}|next")
+        for tp, msgs in by_tp.items():
+            expected = known(tp)
+            if expected is None:
+                expected = await refetcher.start(tp.topic, tp.partition)
             plan = continuity.plan([m.offset for m in msgs], expected)
             out += [m for m in msgs if m.offset in plan.fresh]
             if plan.redelivered:
-                REDELIVERED.labels(topic=settings.events_topic).inc(len(plan.redelivered))
+                REDELIVERED.labels(topic=tp.topic).inc(len(plan.redelivered))
             for first, last in plan.holes:
-                records = await refetcher.read(settings.events_topic, p, first, last)
-                for record in records:
-                    out.append(refetched_message(record))
+                records = await refetcher.read(tp.topic, tp.partition, first, last)
+                out += [refetched_message(record) for record in records]
+                # Handled now: let Faust's committed offset move past the hole.
+                await app.consumer._add_gap(tp, first, last)
                 if records:
-                    REFETCHED.labels(topic=settings.events_topic).inc(len(records))
+                    REFETCHED.labels(topic=tp.topic).inc(len(records))
                     log.warning(
                         "events re-read that Faust did not deliver",
-                        extra={"partition": p, "from": first, "to": last, "count": len(records)},
+                        extra={"tp": str(tp), "from": first, "to": last, "count": len(records)},
                     )
-            if plan.next_expected is not None and plan.next_expected != expected:
-                next_offsets[p] = plan.next_expected
-        # Fresh messages could repeat within a batch: keep the first of each offset.
-        unique = {(m.partition, m.offset): m for m in reversed(out)}
-        return sorted(unique.values(), key=lambda m: (m.partition, m.offset)), next_offsets
+            if plan.next_expected is not None:
+                next_offsets[tp] = plan.next_expected
+        # Fresh messages could repeat within a batch: keep one of each offset.
+        unique = {(m.topic, m.partition, m.offset): m for m in out}
+        return sorted(unique.values(), key=lambda m: (m.topic, m.partition, m.offset)), next_offsets
 
     async def persist_engine(p: int, tp: TP) -> None:
         engine = engine_for(p)
