@@ -18,6 +18,7 @@ lateness, and de-duplication by event_id stays in place behind this.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,8 @@ class Refetcher:
         self.bootstrap = bootstrap
         self.group_id = group_id  # only read (committed offsets); never joined
         self._consumer: Any = None
+        # Both agents share one consumer; each call assigns and seeks it.
+        self._lock = asyncio.Lock()
 
     async def _client(self) -> Any:
         if self._consumer is None:
@@ -78,6 +81,10 @@ class Refetcher:
 
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
         """Records with offsets in [first, last] (markers and aborted records have none)."""
+        async with self._lock:
+            return await self._read(topic, partition, first, last)
+
+    async def _read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
         from aiokafka import TopicPartition
 
         consumer = await self._client()
@@ -96,6 +103,10 @@ class Refetcher:
     async def start(self, topic: str, partition: int) -> int:
         """Where a partition without history starts: the group's committed offset,
         else the first offset in the log (a new group reads from the earliest)."""
+        async with self._lock:
+            return await self._start(topic, partition)
+
+    async def _start(self, topic: str, partition: int) -> int:
         from aiokafka import TopicPartition
 
         consumer = await self._client()
