@@ -24,6 +24,7 @@ actively owns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -92,6 +93,32 @@ def trace_batch(agent: str, batch: list, **extra: Any) -> None:
         ranges[f"{event.message.topic}:{event.message.partition}"].append(event.message.offset)
     summary = {tp: [min(o), max(o), len(o)] for tp, o in ranges.items()}
     log.warning("batch", extra={"agent": agent, "ranges": summary, **extra})
+
+
+def stop_worker_on_error(app: faust.App, name: str) -> Callable:
+    """An agent that fails stops the whole worker (exit status 1) instead of idling.
+
+    Faust logs a crashed agent and keeps the worker up with that agent dead, so
+    its partitions stop counting while health checks stay green. Stopping lets
+    the supervisor restart the worker, which resumes from committed state.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        async def agent(stream: faust.StreamT) -> None:
+            try:
+                await fn(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.critical(f"agent {name} failed; stopping the worker", exc_info=True)
+                asyncio.get_running_loop().call_later(15, os._exit, 1)  # if stopping hangs
+                await app.crash(exc)
+                raise
+
+        return agent
+
+    return wrap
 
 
 def refetched_message(record: Any) -> Any:
@@ -300,6 +327,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         }
 
     @app.agent(sources)
+    @stop_worker_on_error(app, "normalise")
     async def normalise(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             now = time.time()
@@ -331,6 +359,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 trace_batch("normalise", batch)
 
     @app.agent(events_topic)
+    @stop_worker_on_error(app, "count")
     async def count(stream: faust.StreamT) -> None:
         horizon = settings.dedup_horizon
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
