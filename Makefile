@@ -24,7 +24,7 @@ run: install
 test: install lint
 	$(PY) -m pytest -m "not slow"
 
-## make test-chaos: fault tests (SIGKILL mid-load) that are not yet a gate
+## make test-chaos: longer fault runs (SIGKILL soak) beyond the bounded ones in make test
 test-chaos: install
 	$(PY) -m pytest -m slow
 
