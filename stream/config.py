@@ -113,6 +113,9 @@ class Settings:
     # Consumer-group session timeout in seconds: how long a crashed worker's
     # partitions wait before a rebalance hands them on (FUNNEL_SESSION_TIMEOUT).
     session_timeout: float = 30.0
+    # Debug aid: log every batch's offset ranges and Faust's gaps and seeks
+    # (FUNNEL_TRACE_OFFSETS=1).
+    trace_offsets: bool = False
     # Log level of the worker's structured logs (FUNNEL_LOG_LEVEL).
     log_level: str = "info"
     topics: dict[str, str] = field(default_factory=dict)
@@ -163,6 +166,7 @@ class Settings:
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
             log_level=_env("LOG_LEVEL", cls.log_level),
+            trace_offsets=_env("TRACE_OFFSETS", "") not in ("", "0", "false"),
             topics=topics,
         )
 

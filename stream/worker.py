@@ -83,9 +83,6 @@ PEER_TIMEOUT = 5.0  # seconds a peer worker gets to answer a partial query
 SOURCE_HEADER = "src"
 
 
-TRACE = bool(os.environ.get("FUNNEL_TRACE_OFFSETS"))
-
-
 def trace_batch(agent: str, batch: list, **extra: Any) -> None:
     """Debug aid: a batch's offset range and size per topic partition."""
     ranges: dict[str, list[int]] = defaultdict(list)
@@ -172,7 +169,8 @@ def header(msg: Any, name: str) -> str | None:
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
     fix_read_offset_race()
-    if TRACE:
+    trace = settings.trace_offsets
+    if trace:
         from stream.eos import trace_offsets
 
         trace_offsets()
@@ -355,7 +353,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     await send_in_transaction(app, source, topic, key, value, headers)
                 await ack_all(stream, batch)
             source_next.update(next_offsets)  # committed with this batch's transaction
-            if TRACE:
+            if trace:
                 trace_batch("normalise", batch)
 
     @app.agent(events_topic)
@@ -428,7 +426,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     last_purge[0] = time.monotonic()
                     await purge_seen(horizon)
                 await ack_all(stream, batch)
-            if TRACE:
+            if trace:
                 trace_batch("count", batch, dups=sum(duplicates.values()))
             for (source, kind), n in counted.items():
                 EVENTS.labels(topic=source, type=kind).inc(n)
