@@ -330,7 +330,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
             now = time.time()
             out = []
-            messages, next_offsets = await continuous(batch, source_next.get)
+            messages, next_offsets, holes = await continuous(batch, source_next.get)
             for msg in messages:
                 raw = msg.value if msg.value is not None else b""
                 try:
@@ -351,6 +351,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             async with commits_held(app):
                 for source, topic, key, value, headers in out:
                     await send_in_transaction(app, source, topic, key, value, headers)
+                await mark_handled(holes)
                 await ack_all(stream, batch)
             source_next.update(next_offsets)  # committed with this batch's transaction
             if trace:
@@ -367,7 +368,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             counted: Counter[tuple[str, str]] = Counter()
             duplicates: Counter[str] = Counter()
             late_letters = []
-            messages, next_offsets = await continuous(
+            messages, next_offsets, holes = await continuous(
                 batch, lambda tp: marks_table.data.get(f"{tp.partition}|next")
             )
             for msg in messages:
@@ -425,6 +426,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 if time.monotonic() - last_purge[0] > PURGE_EVERY_S:
                     last_purge[0] = time.monotonic()
                     await purge_seen(horizon)
+                await mark_handled(holes)
                 await ack_all(stream, batch)
             if trace:
                 trace_batch("count", batch, dups=sum(duplicates.values()))
@@ -438,16 +440,17 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     async def continuous(
         batch: list, known: Callable[[TP], int | None]
-    ) -> tuple[list, dict[TP, int]]:
+    ) -> tuple[list, dict[TP, int], list[tuple[TP, int, int]]]:
         """The batch's messages to apply: each offset once, holes read back.
 
         ``known(tp)`` is the next offset expected for a partition, or None where
-        there is no history (then: where the consumer group resumes).
+        there is no history (then: where the consumer group resumes). Also
+        returns the holes, for ``mark_handled`` once the batch is written.
         """
         by_tp: dict[TP, list] = defaultdict(list)
         for event in batch:
             by_tp[event.message.tp].append(event.message)
-        out, next_offsets = [], {}
+        out, next_offsets, holes = [], {}, []
         for tp, msgs in by_tp.items():
             expected = known(tp)
             if expected is None:
@@ -459,8 +462,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             for first, last in plan.holes:
                 records = await refetcher.read(tp.topic, tp.partition, first, last)
                 out += [refetched_message(record) for record in records]
-                # Handled now: let Faust's committed offset move past the hole.
-                await app.consumer._add_gap(tp, first, last)
+                holes.append((tp, first, last))
                 if records:
                     REFETCHED.labels(topic=tp.topic).inc(len(records))
                     log.warning(
@@ -471,7 +473,17 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 next_offsets[tp] = plan.next_expected
         # Fresh messages could repeat within a batch: keep one of each offset.
         unique = {(m.topic, m.partition, m.offset): m for m in out}
-        return sorted(unique.values(), key=lambda m: (m.topic, m.partition, m.offset)), next_offsets
+        ordered = sorted(unique.values(), key=lambda m: (m.topic, m.partition, m.offset))
+        return ordered, next_offsets, holes
+
+    async def mark_handled(holes: list[tuple[TP, int, int]]) -> None:
+        """Let Faust's committed offsets move past holes whose records this batch applied.
+
+        Called with commits held, after the batch's writes: a commit can then only
+        carry the hole together with the records read back from it.
+        """
+        for tp, first, last in holes:
+            await app.consumer._add_gap(tp, first, last)
 
     async def persist_engine(p: int, tp: TP) -> None:
         engine = engine_for(p)
