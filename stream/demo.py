@@ -128,7 +128,7 @@ class Traffic:
         return self.rng.uniform(low, high) / self.speed
 
     def _at(self, ts: float, event: dict[str, Any]) -> None:
-        event["event_id"] = str(uuid.UUID(int=self.rng.getrandbits(128)))
+        event["event_id"] = str(uuid.uuid4())  # unique across runs, even with the same seed
         event["occurred_at"] = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds")
         self.seq += 1
         heapq.heappush(self.queue, (ts, self.seq, event))

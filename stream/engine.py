@@ -270,6 +270,8 @@ class Engine:
 
         Returns how many entities were dropped.
         """
+        if self.watermark == float("-inf"):
+            return 0  # no event applied yet (e.g. a batch of only duplicates): nothing is old
         horizon = self.bucket_of(self.watermark - self.retention)
         if horizon > self.retained_from:  # at most one scan per bucket
             self.retained_from = horizon

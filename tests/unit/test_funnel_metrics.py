@@ -122,3 +122,11 @@ def test_buckets_older_than_retention_are_dropped_and_never_go_negative():
     changed = engine.take_changes()[1]
     assert any(k[3] == engine.bucket_of(base) and v == 0 for k, v in changed.items())
     assert all(n > 0 for n in engine.counters.values())
+
+
+def test_expire_before_any_event_is_a_no_op():
+    # A partition whose first batch held only duplicates or late events has no
+    # watermark yet; expiring must not fail (it crashed the worker once).
+    engine = Engine(FUNNELS)
+    assert engine.expire() == 0
+    assert engine.take_changes() == ({}, {})
