@@ -138,25 +138,27 @@ def minute_bucket(ts: float) -> str:
     return datetime.fromtimestamp(int(ts) // 60 * 60, tz=UTC).isoformat()
 
 
-def dead_letter_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    rejection: Rejection, topic: str, partition: object, offset: object
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why, and where the message stood on its input topic."""
     return [
         ("reason", rejection.reason.encode()),
         ("message", rejection.message.encode()[:1024]),
-        ("topic", msg.topic.encode()),
-        ("partition", str(msg.partition).encode()),
-        ("offset", str(msg.offset).encode()),
+        ("topic", topic.encode()),
+        ("partition", str(partition).encode()),
+        ("offset", str(offset).encode()),
     ]
 
 
 def late_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
     """Dead-letter headers of a late event: where it came from on its input topic."""
-    return [
-        ("reason", rejection.reason.encode()),
-        ("message", rejection.message.encode()[:1024]),
-        ("topic", (header(msg, SOURCE_HEADER) or msg.topic).encode()),
-        ("partition", (header(msg, "src_partition") or str(msg.partition)).encode()),
-        ("offset", (header(msg, "src_offset") or str(msg.offset)).encode()),
-    ]
+    return dead_letter_headers(
+        rejection,
+        header(msg, SOURCE_HEADER) or msg.topic,
+        header(msg, "src_partition") or msg.partition,
+        header(msg, "src_offset") or msg.offset,
+    )
 
 
 def header(msg: Any, name: str) -> str | None:
@@ -338,7 +340,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 except Rejection as rejection:
                     REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
                     reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
-                    headers = dead_letter_headers(msg, rejection)
+                    headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
                     out.append((msg.tp, settings.dead_letter_topic, msg.key, raw, headers))
                     continue
                 key = entity_of(ev).encode()
