@@ -316,7 +316,6 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     FUNNEL_STATE.consumer = consumer_state
 
     reject_log = RejectLog(log)
-    watermarks: dict[int, float] = {}
     last_purge = [time.monotonic()]
 
     def owned_partitions() -> set[int]:
@@ -391,7 +390,6 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     duplicates[source] += 1
                     continue
                 first_seen[p][key] = ev.ts
-                watermarks[p] = max(watermarks.get(p, ev.ts), ev.ts)
                 engine = engine_for(p)
                 if not engine.process(ev):
                     for name in engine.relevant_funnels(ev):
@@ -511,8 +509,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     async def purge_seen(horizon: float) -> None:
         """Forget ids older than the horizon behind their partition's newest event."""
-        owned = owned_partitions()
-        marks = {p: m for p, m in watermarks.items() if p in owned}
+        # The engine's watermark is the partition's newest event time (restored from
+        # the watermarks table after a rebalance); -inf (no event yet) expires nothing.
+        marks = {p: engine_for(p).watermark for p in owned_partitions()}
         old = dedup.expired(list(seen.data.items()), marks, horizon)
         for p, keys in old.items():
             tp = TP(settings.events_topic, p)
