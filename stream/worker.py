@@ -640,7 +640,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             start = float(request.query.get("start", "-inf")[: api.MAX_PARAM])
             end = float(request.query.get("end", "inf")[: api.MAX_PARAM])
         except ValueError:
-            return web.json({"error": "start/end must be numbers", "parameter": "start"}, 400)
+            return web.json(
+                {"error": "start/end must be numbers", "parameter": "start"}, status=400
+            )
         view = request.query.get("view", "period")
         if view not in ("period", "cohort"):
             return web.json({"error": f"view={view!r}", "parameter": "view"}, status=400)
