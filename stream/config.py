@@ -105,9 +105,9 @@ class Settings:
     # (FUNNEL_ALERT_LAG_MESSAGES); FunnelRejectedEventsHigh: share of input
     # rejected over 10 minutes (FUNNEL_ALERT_REJECT_RATIO).
     alert_lag_messages: int = 10000
+    alert_reject_ratio: float = 0.05
     # Where the local Alertmanager delivers alerts (FUNNEL_ALERT_WEBHOOK).
     alert_webhook: str = "http://127.0.0.1:5001/alerts"
-    alert_reject_ratio: float = 0.05
     # Seconds the worker waits between commits (FUNNEL_COMMIT_INTERVAL).
     commit_interval: float = 1.0
     # Consumer-group session timeout in seconds: how long a crashed worker's
