@@ -28,8 +28,6 @@ from stream.engine import OTHER, TTC_BOUNDS
 from stream.funnels import Funnel
 from stream.summary import Sums, capped_values
 
-# Trailing windows exported as gauges by default (FUNNEL_METRIC_WINDOWS).
-METRIC_WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
 # Lost reasons are free text from the CRM: keep the top ones per funnel.
 LOST_REASONS_TOP = 20
 
@@ -77,9 +75,11 @@ def funnel_families(
     sums: SumsReader,
     newest: dict[str, float],
     now: float,
-    windows: dict[str, int] = METRIC_WINDOWS,
+    windows: dict[str, int],
 ) -> list[Metric]:
     """The table-derived metric families, from summed counters (pure; no I/O).
+
+    ``windows`` are the trailing windows to export (Settings.metric_window_seconds).
 
     Step series carry ``previous`` (the step before; step 1 names itself) and
     ``position`` (first/middle/last) so recording rules can divide a step by

@@ -9,11 +9,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.config import Settings
 from stream.engine import Engine
 from stream.events import decode
-from stream.metrics import METRIC_WINDOWS, funnel_families
+from stream.metrics import funnel_families
 from stream.summary import summarise
 from tests.unit.test_engine_oracle import FUNNELS, generate, run_engine
+
+WINDOWS = Settings().metric_window_seconds  # the default 5m, 1h, 24h
 
 
 def samples(families, name):
@@ -36,10 +39,10 @@ def test_gauges_equal_the_api_summary_per_window_and_breakdown(seed, n):
     events = generate(seed, n, 0.1, 0.0)
     engine = run_engine(events)
     now = max(e.ts for e in events) + 1
-    families = funnel_families(FUNNELS, reader(engine), {}, now)
+    families = funnel_families(FUNNELS, reader(engine), {}, now, WINDOWS)
     reached = samples(families, "funnel_step_reached")
     for f in FUNNELS:
-        for window, span in METRIC_WINDOWS.items():
+        for window, span in WINDOWS.items():
             doc = summarise(f, engine.sums(f.name, now - span, float("inf")), window, None, None)
             names = [st["name"] for st in doc["steps"]]
             for i, step in enumerate(doc["steps"]):
@@ -84,7 +87,8 @@ def test_time_to_convert_histogram_and_lag():
     docs = [("v1", "visit", 0), ("v1", "signup", 30), ("v2", "visit", 100), ("v2", "signup", 700)]
     for i, (visitor, kind, offset) in enumerate(docs):
         engine.process(event(f"e{i}", kind, base + offset, visitor))
-    families = funnel_families(FUNNELS, reader(engine), {"shop.visits": base + 690}, base + 700)
+    newest = {"shop.visits": base + 690}
+    families = funnel_families(FUNNELS, reader(engine), newest, base + 700, WINDOWS)
     buckets = samples(families, "funnel_time_to_convert_seconds_bucket")
     signup = {dict(k)["le"]: v for k, v in buckets.items() if dict(k)["step"] == "signup"}
     # One signup 30 s after its visit, one 600 s after: cumulative bins.
