@@ -1,0 +1,62 @@
+"""The Refetcher reads offset ranges back from the real broker, read_committed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from stream.continuity import Refetcher
+from tests.support import settings_for, unique_env
+
+pytestmark = pytest.mark.integration
+
+
+async def write_log(bootstrap: str, topic: str) -> None:
+    """Offsets 0-2 committed, then an aborted transaction, then 2 committed (with markers)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, transactional_id=f"refetch-{uuid.uuid4().hex[:6]}"
+    )
+    await producer.start()
+    try:
+        for values, commit in (
+            ([b"a", b"b", b"c"], True),
+            ([b"x", b"y"], False),
+            ([b"d", b"e"], True),
+        ):
+            await producer.begin_transaction()
+            for value in values:
+                await producer.send_and_wait(topic, value, partition=0)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()
+
+
+def test_holes_read_back_hold_committed_records_only(stack, stack_env):
+    settings = settings_for(unique_env(stack_env))
+    topic = f"refetch-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> tuple[list, list, list, int]:
+        await write_log(settings.kafka_bootstrap, topic)
+        refetcher = Refetcher(settings.kafka_bootstrap)
+        try:
+            everything = await refetcher.read(topic, 0, 0, 20)
+            aborted_and_markers = await refetcher.read(topic, 0, 3, 6)
+            one = await refetcher.read(topic, 0, 1, 1)
+            start = await refetcher.start(topic, 0)
+        finally:
+            await refetcher.close()
+        return everything, aborted_and_markers, one, start
+
+    everything, aborted, one, start = asyncio.run(run())
+    # Log: a b c [marker] x y [abort marker] d e [marker]
+    assert [r.value for r in everything] == [b"a", b"b", b"c", b"d", b"e"]
+    assert [r.offset for r in everything] == [0, 1, 2, 7, 8]
+    assert aborted == []  # offsets 3-6: a marker, two aborted records, a marker
+    assert [r.value for r in one] == [b"b"]
+    assert start == 0  # no group: a partition without history starts at the log start
