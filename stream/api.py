@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from stream.events import Rejection, parse_timestamp
 from stream.funnels import Funnel
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "all": None}
 MAX_PARAM = 64
+MAX_TREND_POINTS = 96
 
 
 class BadQuery(ValueError):
@@ -55,3 +57,38 @@ def parse_query(params: dict[str, str], funnel: Funnel, now: float) -> Query:
     span = WINDOWS[window]
     start = float("-inf") if span is None else now - span
     return Query(window, start, float("inf"), None, None, view, breakdown)
+
+
+def baseline_range(query: Query, long_window_s: float) -> tuple[float, float]:
+    """The period a window's step conversions are compared with: the long window before it.
+
+    A trailing 5m window is compared with the 24 h (FUNNEL_ALERT_LONG_WINDOW)
+    that end where it starts, so a drop inside the window does not lower its
+    own baseline. ``all`` and custom ranges compare with the long window before
+    their start (for ``all``: nothing, so no step is flagged).
+    """
+    return query.start - long_window_s, query.start
+
+
+def trend_ranges(params: dict[str, str], now: float, bucket: float) -> list[tuple[float, float]]:
+    """``hours`` (default 6) split into ``points`` (default 24) ranges on bucket boundaries."""
+    try:
+        hours = float(params.get("hours", "6")[:MAX_PARAM])
+    except ValueError:
+        raise BadQuery("hours", f"hours={params.get('hours')!r}; use a number of hours") from None
+    try:
+        points = int(params.get("points", "24")[:MAX_PARAM])
+    except ValueError:
+        raise BadQuery("points", f"points={params.get('points')!r}; use a whole number") from None
+    if not 0 < hours <= 24 * 35:
+        raise BadQuery("hours", f"hours={hours:g}; use more than 0 and at most {24 * 35}")
+    if not 1 <= points <= MAX_TREND_POINTS:
+        raise BadQuery("points", f"points={points}; use 1 to {MAX_TREND_POINTS}")
+    step = max(bucket, (hours * 3600 / points) // bucket * bucket)
+    end = (now // bucket + 1) * bucket  # the bucket holding `now` counts as a whole
+    return [(end - (points - i) * step, end - (points - i - 1) * step) for i in range(points)]
+
+
+def iso(ts: float) -> str:
+    """Event time as RFC 3339 UTC, the form the API takes in from/to."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -78,6 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         day=args.day,
         out=args.out,
         speed=args.speed,
+        history=args.history,
     )
 
 
@@ -205,7 +206,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 2
     else:
         base = args.url or f"http://{settings.host}:{settings.web_port}"
-        query = urllib.parse.urlencode({"window": args.window, "view": args.view})
+        query = urllib.parse.urlencode({"window": args.window, "view": args.view, "flags": "1"})
         names = [args.funnel] if args.funnel else None
         docs = []
         try:
@@ -229,6 +230,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 2
     color = sys.stdout.isatty()
     print("\n\n".join(render(d, color) for d in docs))
+    if args.svg:
+        from pathlib import Path
+
+        from stream.chart import funnel_svg
+
+        target = Path(args.svg)
+        for d in docs:
+            path = target if len(docs) == 1 else target.with_stem(f"{target.stem}-{d['funnel']}")
+            path.write_text(funnel_svg(d), encoding="utf-8")
+            print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -292,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--day", type=float, default=86400.0, help="seconds of a simulated day (daily rhythm)"
     )
+    demo.add_argument(
+        "--history",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="first send the traffic of the last MINUTES (trends and baselines start filled)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     validate = sub.add_parser("validate", help="check an events file (JSONL) offline")
@@ -318,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--url", help="worker base URL (default: FUNNEL_HOST:FUNNEL_WEB_PORT)")
     report.add_argument("--file", help="report from an events file (JSONL) instead of a worker")
     report.add_argument("--funnels", help="with --file: funnels TOML")
+    report.add_argument(
+        "--svg", metavar="FILE", help="also draw the funnel as SVG (one file per funnel)"
+    )
     report.set_defaults(func=cmd_report)
 
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")

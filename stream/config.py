@@ -182,6 +182,16 @@ class Settings:
             raise ValueError(f"FUNNEL_METRIC_WINDOWS: {exc}") from None
 
     @property
+    def alert_long_window_seconds(self) -> int:
+        """FUNNEL_ALERT_LONG_WINDOW in seconds: also the live page's drop baseline."""
+        from stream.funnels import parse_duration
+
+        try:
+            return parse_duration(self.alert_long_window)
+        except ValueError as exc:
+            raise ValueError(f"FUNNEL_ALERT_LONG_WINDOW: {exc}") from None
+
+    @property
     def redis_url(self) -> str:
         return f"redis://{self.host}:{self.redis_port}/0"
 

@@ -112,6 +112,7 @@ class Traffic:
     drops: list[Drop] = field(default_factory=list)
     day: float = 86400.0  # seconds in a simulated day (shorter = faster rhythm)
     speed: float = 1.0  # journeys move this many times faster (delays between steps shrink)
+    drops_from: float | None = None  # --drop minutes count from here (default: start)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -136,7 +137,8 @@ class Traffic:
     def factor(self, step: str, ts: float) -> float:
         out = 1.0
         for drop in self.drops:
-            if drop.step == step and ts >= self.start + drop.minute * 60:
+            origin = self.start if self.drops_from is None else self.drops_from
+            if drop.step == step and ts >= origin + drop.minute * 60:
                 out *= drop.factor
         return out
 
@@ -354,17 +356,30 @@ async def produce(
     day: float = 86400.0,
     out: str | None = None,
     speed: float = 1.0,
+    history: float = 0.0,
 ) -> int:
     """Send the simulation's events as they fall due; progress on stderr.
 
     With ``out``, every event sent is also appended to that file (JSON lines),
-    so the same traffic can be replayed offline with `funnel replay`.
+    so the same traffic can be replayed offline with `funnel replay`. With
+    ``history`` (minutes), the traffic of that many minutes before now is sent
+    first, in time order, so trends and baselines have data from the start;
+    --drop minutes still count from the start of the live traffic.
     """
     from aiokafka import AIOKafkaProducer
 
     from stream.events import decode
 
-    traffic = Traffic(seed=seed, rate=rate, drops=drops or [], day=day, speed=speed)
+    now = time.time()
+    traffic = Traffic(
+        seed=seed,
+        rate=rate,
+        drops=drops or [],
+        day=day,
+        speed=speed,
+        start=now - history * 60,
+        drops_from=now,
+    )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, enable_idempotence=True
     )

@@ -122,6 +122,32 @@ def fix_recovery_highwaters() -> None:
     thread._highwaters = _highwaters
 
 
+def fix_stop_commit() -> None:
+    """Let a worker stopping on SIGTERM commit twice without failing to leave the group.
+
+    Faust's stop runs ``wait_empty`` twice (the app's ``_stop_consumer`` and the
+    consumer's ``on_stop``); each ends with a commit that does not begin a new
+    transaction. When events were acked between the two, the second commit sends
+    offsets through a producer that is no longer in a transaction, aiokafka raises
+    IllegalOperation, the consumer's stop aborts before it leaves the group, and
+    the survivors wait a whole session timeout before they get its partitions.
+    Beginning the next (empty) transaction after each commit keeps both commits
+    valid; an empty transaction adds no partition, so it holds nothing back and
+    the next owner's producer of the same transactional id fences it.
+    """
+    from faust.transport import consumer as consumer_mod
+
+    cls = consumer_mod.Consumer
+    if getattr(cls.commit_and_end_transactions, "funnel_fixed", False):
+        return
+
+    async def commit_and_end_transactions(self) -> None:  # noqa: ANN001
+        await self.commit(start_new_transaction=True)
+
+    commit_and_end_transactions.funnel_fixed = True  # type: ignore[attr-defined]
+    cls.commit_and_end_transactions = commit_and_end_transactions
+
+
 class _ReadOffsets(defaultdict):
     """Faust's per-partition read offsets, ignoring the fetch loop while flow is stopped.
 

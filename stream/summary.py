@@ -124,3 +124,40 @@ def capped_values(funnel: Funnel, sums: Sums, metric: str, dim: str) -> Sums:
         if d == dim:
             merged[(m, step, d, v if v in keep else OTHER)] += n
     return dict(merged)
+
+
+def flag_drops(
+    doc: dict[str, Any], baseline: dict[str, Any], drop: float, min_volume: int
+) -> dict[str, Any]:
+    """Mark steps whose conversion fell below ``(1 - drop)`` of the same step's baseline.
+
+    The page's red step: the same test as the FunnelDropOffSpike alert
+    (FUNNEL_ALERT_DROP, FUNNEL_ALERT_MIN_VOLUME), applied to the shown window
+    against the baseline period before it. A step needs ``min_volume`` attempts
+    at the previous step in the shown window, so a quiet minute is not a spike.
+    Breakdown values are compared with the same value's baseline.
+    """
+    _flag_figures(doc, baseline, drop, min_volume)
+    for dim, values in doc.get("breakdown", {}).items():
+        base_values = baseline.get("breakdown", {}).get(dim, {})
+        for value, figures in values.items():
+            _flag_figures(figures, base_values.get(value, {}), drop, min_volume)
+    return doc
+
+
+def _flag_figures(
+    figures: dict[str, Any], baseline: dict[str, Any], drop: float, min_volume: int
+) -> None:
+    base_steps = {s["name"]: s for s in baseline.get("steps", [])}
+    steps = figures["steps"]
+    for i, step in enumerate(steps):
+        base = base_steps.get(step["name"], {}).get("conversion")
+        step["baseline_conversion"] = base
+        step["flagged"] = bool(
+            i > 0
+            and base
+            and step["conversion"] is not None
+            and steps[i - 1]["reached"] >= min_volume
+            and step["conversion"] < (1 - drop) * base
+        )
+    figures["flagged_steps"] = [s["name"] for s in steps if s["flagged"]]

@@ -38,7 +38,8 @@ import aiohttp
 import faust
 from faust.types import TP
 
-from stream import api, cluster, continuity, dedup, logs, state
+from stream import api, cluster, continuity, dedup, logs, page, state
+from stream.chart import funnel_svg
 from stream.config import Settings
 from stream.continuity import Refetcher
 from stream.engine import Engine
@@ -47,6 +48,7 @@ from stream.eos import (
     commits_held,
     fix_read_offset_race,
     fix_recovery_highwaters,
+    fix_stop_commit,
     send_in_transaction,
     write_state,
 )
@@ -63,18 +65,9 @@ from stream.metrics import (
     REJECTED,
     exposition,
 )
-from stream.summary import summarise
+from stream.summary import flag_drops, ratio, summarise
 
 log = logging.getLogger("stream.worker")
-
-INDEX_HTML = """<!doctype html><meta charset="utf-8"><title>funnel stream</title>
-<h1>funnel stream worker</h1>
-<ul><li><a href="/api/funnels">/api/funnels</a></li>
-<li><a href="/api/funnels/shop?window=1h">/api/funnels/shop?window=1h</a></li>
-<li><a href="/api/funnels/sales?window=24h">/api/funnels/sales?window=24h</a></li>
-<li><a href="/metrics">/metrics</a></li>
-<li><a href="/api/visits-per-minute">/api/visits-per-minute</a></li>
-<li><a href="/health/ready">/health/ready</a></li></ul>"""
 
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
@@ -171,6 +164,7 @@ def header(msg: Any, name: str) -> str | None:
 def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
     fix_read_offset_race()
+    fix_stop_commit()
     trace = settings.trace_offsets
     if trace:
         from stream.eos import trace_offsets
@@ -238,6 +232,23 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             mark = marks_table.data.get(str(p))
             engine.restore(restored, counts, mark if mark is not None else float("-inf"))
             engines[p] = engine
+            log.info(
+                "partition engine loaded",
+                extra={
+                    "partition": p,
+                    "journeys": len(restored),
+                    "counters": len(counts),
+                    "next_offset": marks_table.data.get(f"{p}|next"),
+                    "rebalancing": app.rebalancing,
+                    "in_recovery": app.tables.recovery.in_recovery,
+                    "changelogs": sorted(
+                        f"{tp.topic.rsplit('-', 2)[-2]}:{tp.partition}"
+                        f"@{app.tables.recovery.active_highwaters.get(tp)}"
+                        for tp in app.assignor.assigned_actives()
+                        if tp.topic.endswith("-changelog") and tp.partition == p
+                    ),
+                },
+            )
         return engine
 
     @app.on_partitions_revoked.connect
@@ -267,8 +278,13 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         source_next.clear()
 
     def ready() -> bool:
-        """Tables recovered and no rebalance under way: engines may be (re)built."""
-        return not app.rebalancing and not app.tables.recovery.in_recovery
+        """Joined the group, tables recovered, no rebalance under way: engines may be built.
+
+        Before its first assignment a worker is neither rebalancing nor recovering,
+        yet owns nothing: it is not ready until its first recovery completed.
+        """
+        recovery = app.tables.recovery
+        return recovery.completed.is_set() and not app.rebalancing and not recovery.in_recovery
 
     def owned_sums(funnel: str, start: float, end: float, view: str = "period") -> Counter:
         """Sums over this worker's partitions; ranges are whole buckets, from the one
@@ -521,7 +537,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     @app.page("/")
     async def index(web, request):  # noqa: ANN001 - Faust view signature
-        return web.html(INDEX_HTML)
+        body, _ = page.asset("index.html")
+        return web.html(body.decode())
 
     @app.page("/metrics")
     async def metrics(web, request):  # noqa: ANN001
@@ -555,49 +572,115 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             }
         )
 
+    def unknown_funnel(name: str) -> dict:
+        return {"error": f"unknown funnel {name!r}", "parameter": "name", "known": sorted(by_name)}
+
+    async def funnel_doc(funnel, params: dict[str, str]) -> tuple[dict, int]:  # noqa: ANN001
+        """The section-5 document for a query, or an error body; with its HTTP status.
+
+        ``flags=1`` adds each step's baseline conversion and a ``flagged`` mark
+        (stream/summary.py ``flag_drops``), as the live page shows them.
+        """
+        try:
+            query = api.parse_query(params, funnel, time.time())
+        except api.BadQuery as exc:
+            return {"error": str(exc), "parameter": exc.parameter}, 400
+        if not ready():
+            return {"error": "worker catching up: rebalancing or recovering tables; retry"}, 503
+        sums, missing = await cluster_sums(funnel.name, query.start, query.end, query.view)
+        if missing:
+            return {
+                "error": f"partitions {missing} are not answered by any worker yet "
+                "(rebalancing or a worker is down); retry",
+            }, 503
+        args = (query.window, query.start_text, query.end_text, query.view, query.breakdown)
+        doc = summarise(funnel, dict(sums), *args)
+        if params.get("flags") in ("1", "true"):
+            start, end = api.baseline_range(query, settings.alert_long_window_seconds)
+            base, missing = await cluster_sums(funnel.name, start, end, query.view)
+            if missing:
+                return {"error": f"partitions {missing} are not answered yet; retry"}, 503
+            baseline = summarise(funnel, dict(base), *args)
+            flag_drops(doc, baseline, settings.alert_drop, settings.alert_min_volume)
+        return doc, 200
+
+    def answer(web, body: dict, status: int):  # noqa: ANN001, ANN202
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return web.json(body, status=status, headers=headers)
+
     @app.page("/api/funnels/{name}")
     async def funnel_report(web, request, name):  # noqa: ANN001
         funnel = by_name.get(name)
         if funnel is None:
-            return web.json(
-                {
-                    "error": f"unknown funnel {name!r}",
-                    "parameter": "name",
-                    "known": sorted(by_name),
-                },
-                status=404,
-            )
+            return web.json(unknown_funnel(name), status=404)
+        return answer(web, *await funnel_doc(funnel, dict(request.query)))
+
+    @app.page("/api/funnels/{name}/chart.svg")
+    async def funnel_chart(web, request, name):  # noqa: ANN001
+        """The funnel as an SVG picture (the page's download); ``channel=V`` for one channel."""
+        funnel = by_name.get(name)
+        if funnel is None:
+            return web.json(unknown_funnel(name), status=404)
+        params = dict(request.query)
+        channel = params.pop("channel", "")
+        if channel:
+            params["breakdown"] = "channel"
+        doc, status = await funnel_doc(funnel, params)
+        if status != 200:
+            return answer(web, doc, status)
+        title = None
+        if channel:
+            figures = doc.get("breakdown", {}).get("channel", {}).get(channel)
+            if figures is None:
+                body = {"error": f"no channel {channel!r} in this window", "parameter": "channel"}
+                return web.json(body, status=404)
+            doc = {**doc, **figures}
+            title = f"Funnel {name}, channel {channel} — last {doc['window']}, {doc['view']} view"
+        return web.bytes(funnel_svg(doc, title).encode(), content_type="image/svg+xml")
+
+    @app.page("/api/funnels/{name}/trend")
+    async def funnel_trend(web, request, name):  # noqa: ANN001
+        """Overall conversion per interval over the last hours (the page's trend line)."""
+        funnel = by_name.get(name)
+        if funnel is None:
+            return web.json(unknown_funnel(name), status=404)
+        params = dict(request.query)
+        view = params.get("view", "period")
         try:
-            query = api.parse_query(dict(request.query), funnel, time.time())
+            if view not in ("period", "cohort"):
+                raise api.BadQuery("view", f"view={view!r}; use period or cohort")
+            ranges = api.trend_ranges(params, time.time(), settings.bucket)
         except api.BadQuery as exc:
             return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
         if not ready():
-            return web.json(
-                {"error": "worker catching up: rebalancing or recovering tables; retry"},
-                status=503,
-                headers={"Retry-After": "1"},
-            )
-        sums, missing = await cluster_sums(name, query.start, query.end, query.view)
-        if missing:
-            return web.json(
+            return answer(web, {"error": "worker catching up; retry"}, 503)
+        last = len(funnel.step_names) - 1
+        metric = "reached" if view == "period" else "cohort"
+        points = []
+        for start, end in ranges:
+            sums, missing = await cluster_sums(name, start, end, view)
+            if missing:
+                return answer(web, {"error": f"partitions {missing} not answered; retry"}, 503)
+            entered = sums.get((metric, 0, "", ""), 0)
+            completed = sums.get((metric, last, "", ""), 0)
+            points.append(
                 {
-                    "error": f"partitions {missing} are not answered by any worker yet "
-                    "(rebalancing or a worker is down); retry",
-                },
-                status=503,
-                headers={"Retry-After": "1"},
+                    "from": api.iso(start),
+                    "to": api.iso(end),
+                    "entered": entered,
+                    "completed": completed,
+                    "overall_conversion": ratio(completed, entered),
+                }
             )
-        return web.json(
-            summarise(
-                funnel,
-                dict(sums),
-                query.window,
-                query.start_text,
-                query.end_text,
-                query.view,
-                query.breakdown,
-            )
-        )
+        return web.json({"funnel": name, "view": view, "points": points})
+
+    @app.page("/static/{name}")
+    async def static(web, request, name):  # noqa: ANN001
+        found = page.asset(name)
+        if found is None:
+            return web.json({"error": f"no static file {name!r}"}, status=404)
+        body, content_type = found
+        return web.bytes(body, content_type=content_type)
 
     counters_topic = counters_table.changelog_topic.get_topic_name()
 

@@ -189,3 +189,56 @@ def settings_for(env: dict[str, str]):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def offset_rows(settings, group: str) -> list[tuple[str, int, int | None, int, int]]:
+    """(topic, partition, group's committed offset, last stable offset, log end) for
+    the input topics, funnel.events and every changelog of ``group``: an open
+    transaction shows as LSO < end, commits that stopped as committed < LSO - 1."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def run() -> list:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        committed_c = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, isolation_level="read_committed"
+        )
+        plain = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        await committed_c.start()
+        await plain.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(group)
+            topics = [
+                t
+                for t in await plain.topics()
+                if t == settings.events_topic
+                or t in settings.topics.values()
+                or (t.startswith(group) and "changelog" in t)
+            ]
+            rows = []
+            for topic in sorted(topics):
+                tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+                lso = await committed_c.end_offsets(tps)
+                end = await plain.end_offsets(tps)
+                for tp in tps:
+                    c = committed.get(tp)
+                    rows.append((topic, tp.partition, c.offset if c else None, lso[tp], end[tp]))
+            return rows
+        finally:
+            await plain.stop()
+            await committed_c.stop()
+            await admin.close()
+
+    return asyncio.run(run())
+
+
+def offsets_report(settings, group: str) -> str:
+    """Debug aid for a failed exactness check: ``offset_rows`` as text."""
+    try:
+        rows = offset_rows(settings, group)
+    except Exception as exc:  # noqa: BLE001 - a debug aid must not hide the real failure
+        return f"(offsets report failed: {exc!r})"
+    return "\n".join(f"{t}:{p} committed={c} lso={lso} end={end}" for t, p, c, lso, end in rows)

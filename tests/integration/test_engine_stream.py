@@ -25,6 +25,8 @@ from tests.support import (
     http_get,
     http_json,
     metric_sum,
+    offset_rows,
+    offsets_report,
     settings_for,
     unique_env,
     wait_for,
@@ -191,14 +193,33 @@ def send_docs(settings, docs: list[dict]) -> None:
     asyncio.run(send())
 
 
-def api_or_none(url: str):
-    status, body = http_get(url)
-    return json.loads(body) if status == 200 else None
+def wait_answer(url: str, want: dict, timeout: float = 90, settings=None) -> None:
+    """Poll ``url`` until it answers ``want``; on timeout say what it answered last."""
+    last: list = [None, b""]
+
+    def check() -> bool:
+        last[:] = http_get(url)
+        return last[0] == 200 and json.loads(last[1]) == want
+
+    try:
+        wait_for(check, timeout, f"{url} == oracle")
+    except AssertionError as exc:
+        status, body = last
+        got = json.loads(body) if status == 200 else body[:300]
+        if status == 200:
+            got = [(s["name"], s["reached"]) for s in got["steps"]]
+        wanted = [(s["name"], s["reached"]) for s in want["steps"]]
+        report = offsets_report(settings, settings.app_id) if settings is not None else ""
+        raise AssertionError(
+            f"{exc}: last answer {status} {got!r}; want {wanted!r}\n{report}"
+        ) from None
 
 
 def test_any_worker_answers_for_all_partitions(stack, stack_env):
     """Two workers share four partitions: each answers the whole funnel; metrics add up."""
-    env = unique_env(stack_env, FUNNEL_PARTITIONS="4")
+    # A long session timeout: a stopped worker that failed to leave the group would
+    # hold its partitions for 30 s and then rebalance: beyond the deadline below.
+    env = unique_env(stack_env, FUNNEL_PARTITIONS="4", FUNNEL_SESSION_TIMEOUT="30")
     settings = settings_for(env)
     asyncio.run(Stack(settings).create_topics())
     workers = [WorkerProcess(env, free_port(), name=f"w{i}").start() for i in range(2)]
@@ -209,7 +230,23 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
         for f in load_funnels():
             for w in workers:
                 url = f"{w.url}/api/funnels/{f.name}?window=all"
-                wait_for(lambda u=url, n=f.name: api_or_none(u) == wants[n], 90, f"{url} == oracle")
+                wait_answer(url, wants[f.name], settings=settings)
+
+        # Commits keep up: every funnel.events partition's committed offset reaches
+        # its end (but for the last transaction marker), so nothing counted above
+        # sits in a transaction that never commits.
+        def caught_up() -> bool:
+            rows = offset_rows(settings, settings.app_id)
+            return all(
+                c is not None and c >= lso - 1
+                for t, _, c, lso, _ in rows
+                if t == settings.events_topic
+            )
+
+        try:
+            wait_for(caught_up, 20, "committed offsets at the end of funnel.events")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{offsets_report(settings, settings.app_id)}") from None
         # Each worker exports only the partitions it owns; their sum is the total.
         exported = [w.metrics() for w in workers]
         assert all(metric_sum(m, "funnel_step_reached") > 0 for m in exported)
@@ -220,10 +257,16 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
                 assert total == step["reached"], (f.name, step)
         # A worker going away leaves its partitions unanswered until the rebalance
         # hands them over; then the survivor answers for all of them.
-        workers[1].stop()
+        # A worker stopped with SIGTERM leaves the group at once (no session timeout
+        # for the survivor to sit out) and logs no error on the way out.
+        stopped = time.monotonic()
+        assert workers[1].stop() == 0, workers[1].log_tail()
+        log_text = workers[1].log_path.read_text(errors="replace")
+        assert "Error while stopping" not in log_text, workers[1].log_tail()
         for f in load_funnels():
             url = f"{workers[0].url}/api/funnels/{f.name}?window=all"
-            wait_for(lambda u=url, n=f.name: api_or_none(u) == wants[n], 90, f"{url} == oracle")
+            wait_answer(url, wants[f.name], timeout=settings.session_timeout, settings=settings)
+        print(f"survivor answered for all partitions {time.monotonic() - stopped:.1f}s after stop")
     finally:
         for w in workers:
             w.stop()

@@ -77,3 +77,25 @@ def test_drop_makes_the_step_convert_far_worse_from_its_minute_on():
 def test_bad_drop_options_say_what_is_wrong(text):
     with pytest.raises(ValueError, match="--drop"):
         Drop.parse(text)
+
+
+def test_history_comes_first_in_time_order_and_drops_count_from_the_live_start():
+    """--history: past traffic at once, in time order; the drop starts with live traffic."""
+    live = START + 600
+    traffic = Traffic(
+        seed=3, rate=40.0, start=START, drops=[Drop.parse("checkout=0@0")], drops_from=live
+    )
+    history = [decode(orjson.dumps(e), now=float("inf")) for e in traffic.due(live)]
+    times = [e.ts for e in history]
+    assert times == sorted(times) and times[0] < START + 60 and times[-1] <= live
+    assert len(history) > 5000  # 10 minutes at 40 events/s, less journeys still under way
+    engine = run(history)
+    assert conversion(engine, "shop", "checkout", START, live) > 0.3  # before the drop
+    later = []
+    for second in range(1, 601):
+        later += traffic.due(live + second)
+    events = history + [decode(orjson.dumps(e), now=float("inf")) for e in later]
+    checkouts_after = [
+        e for e in events if e.type == "cart" and e.action == "checkout" and e.ts > live + 1
+    ]
+    assert checkouts_after == []

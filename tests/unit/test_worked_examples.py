@@ -253,3 +253,8 @@ def test_report_prints_the_b2b_table_and_marks_the_narrow_neck(tmp_path, capsys)
     assert any("closing rate 10.0%" in line for line in table)  # 1 of 10 leads won
     assert main(["report", *args, "--funnel", "nope"]) == 2
     assert "no funnel named 'nope'" in capsys.readouterr().err
+    # --svg draws the same table as a picture: counts, the neck, the closing rate.
+    assert main(["report", *args, "--svg", str(tmp_path / "b2b.svg")]) == 0
+    svg = (tmp_path / "b2b.svg").read_text()
+    assert svg.startswith("<svg") and "narrow neck" in svg and "closing rate 10.0%" in svg
+    assert ">10</text>" in svg and ">6</text>" in svg

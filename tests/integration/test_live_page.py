@@ -1,0 +1,237 @@
+"""The live page in a real browser (Debian's headless Chromium via Playwright) on the real stack.
+
+Phase 1, settled data: `funnel demo --history` sends 20 minutes of traffic and
+stops; the numbers the page shows equal the API's for every window, a channel
+and the cohort view, and new events show up within seconds. Phase 2, live
+traffic with a broken checkout (`funnel demo --drop checkout=0.05@0`): the page
+flags the checkout step red within the 5-minute window. Screenshots go to
+tests/artifacts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from stream.producer import FunnelProducer
+from stream.stack import Stack
+from tests.support import (
+    REPO,
+    WorkerProcess,
+    free_port,
+    http_json,
+    settings_for,
+    unique_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = REPO / "tests" / "artifacts"
+PAGE_ENV = {
+    "FUNNEL_BUCKET": "10",
+    "FUNNEL_ALERT_MIN_VOLUME": "20",  # the flag's volume guard, scaled to the test's traffic
+    "FUNNEL_ALERT_DROP": "0.3",  # flag a step below 70 % of its baseline conversion
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield chromium
+        chromium.close()
+
+
+def demo(env: dict[str, str], *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream", "demo", "--rate", "60", "--speed", "10", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def shown(page) -> dict[str, int]:
+    """Step name -> count as drawn on the page."""
+    return page.eval_on_selector_all(
+        "#bars .step",
+        "rows => Object.fromEntries(rows.map(r => [r.dataset.step, +r.dataset.reached]))",
+    )
+
+
+def counts(doc: dict) -> dict[str, int]:
+    return {s["name"]: s["reached"] for s in doc["steps"]}
+
+
+def api(worker: WorkerProcess, **params: str) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return http_json(f"{worker.url}/api/funnels/shop?{query}")
+
+
+def settled(worker: WorkerProcess) -> dict:
+    """The 24h document once two reads two seconds apart agree (all events counted)."""
+    last: list[dict] = [{}]
+
+    def same() -> bool:
+        doc = api(worker, window="24h")
+        stable = counts(doc) == counts(last[0]) and doc["steps"][0]["reached"] > 0
+        last[0] = doc
+        return stable
+
+    wait_for(same, 120, "the worker to count the demo's history", interval=2)
+    return last[0]
+
+
+def page_equals_api(page, worker: WorkerProcess, what: str, **params: str) -> None:
+    want: list[dict] = [{}]
+
+    def check() -> bool:
+        doc = api(worker, **params)
+        channel = params.get("breakdown") and page.eval_on_selector("#channel", "s => s.value")
+        want[0] = counts(doc["breakdown"]["channel"][channel] if channel else doc)
+        return shown(page) == want[0]
+
+    try:
+        wait_for(check, 15, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: page {shown(page)} api {want[0]}") from None
+
+
+def send_visits(settings, n: int, channel: str) -> None:
+    async def send() -> None:
+        async with FunnelProducer(settings) as producer:
+            for _ in range(n):
+                ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+                v = uuid.uuid4().hex[:10]
+                await producer.send(
+                    {
+                        "type": "visit",
+                        "visitor_id": f"v{v}",
+                        "session_id": f"s{v}",
+                        "url": "/",
+                        "channel": channel,
+                        "occurred_at": ts,
+                    }  # fmt: skip
+                )
+
+    asyncio.run(send())
+
+
+def test_live_page_shows_the_api_numbers_updates_and_flags_a_drop(stack, stack_env, browser):
+    env = unique_env(stack_env, **PAGE_ENV)
+    settings = settings_for(env)
+    asyncio.run(Stack(settings).create_topics())
+    worker = WorkerProcess(env, free_port()).start()
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    live = None
+    try:
+        # Empty state before any event.
+        page.goto(worker.url + "/")
+        page.wait_for_selector("#empty", timeout=15000)
+        assert "No events yet" in page.inner_text("#bars")
+
+        # Phase 1: 20 minutes of history, then no more traffic.
+        history = demo(env, "--seed", "11", "--history", "20", "--duration", "1")
+        assert history.wait(120) == 0
+        settled(worker)
+        for window in ("24h", "1h", "5m"):
+            page.click(f"#windows button[data-window='{window}']")
+            page_equals_api(page, worker, f"page == API for {window}", window=window)
+        assert page.eval_on_selector_all("#bars .step[data-flagged='true']", "r => r.length") == 0
+        page.click("#windows button[data-window='1h']")
+        page_equals_api(page, worker, "page == API for 1h", window="1h")
+        before = shown(page)
+        page.click("#views button[data-view='cohort']")
+        page_equals_api(page, worker, "page == API, cohort view", window="1h", view="cohort")
+        assert shown(page) != before, "the cohort view shows other numbers than the period view"
+        page.click("#views button[data-view='period']")
+        channel = page.eval_on_selector_all("#channel option", "o => o.map(x => x.value)")[1]
+        page.select_option("#channel", channel)
+        page_equals_api(
+            page, worker, f"page == API for {channel}", window="1h", breakdown="channel"
+        )
+        assert shown(page)["visit"] < before["visit"], "one channel shows fewer visits than all"
+        page.select_option("#channel", "")
+        page_equals_api(page, worker, "page == API again", window="1h")
+        page.screenshot(path=str(ARTIFACTS / "live-page-1h.png"), full_page=True)
+        # The pipeline section shows the API's closing rate.
+        sales = http_json(f"{worker.url}/api/funnels/sales?window=1h")
+        rate = "–" if sales["closing_rate"] is None else f"{sales['closing_rate'] * 100:.1f}%"
+        wait_for(lambda: page.inner_text("#closing-rate b") == rate, 10, "closing rate shown")
+
+        # New events appear within seconds, without reloading.
+        visits = shown(page)["visit"]
+        sent = time.monotonic()
+        send_visits(settings, 40, "probe")
+        wait_for(lambda: shown(page)["visit"] == visits + 40, 15, "40 new visits on the page")
+        print(f"new events visible on the page {time.monotonic() - sent:.1f}s after sending")
+
+        # A phone-width screen still shows every step.
+        phone = browser.new_page(viewport={"width": 390, "height": 844})
+        phone.goto(worker.url + "/")
+        phone.wait_for_selector("#bars .step", timeout=15000)
+        assert phone.eval_on_selector("body", "b => b.scrollWidth") <= 390
+        phone.screenshot(path=str(ARTIFACTS / "live-page-phone.png"), full_page=True)
+        phone.close()
+
+        # The SVG download is the same funnel.
+        svg = page.eval_on_selector("#svg-link", "a => a.href")
+        body = page.evaluate("u => fetch(u).then(r => r.text())", svg)
+        assert body.startswith("<svg") and f"{visits + 40:,}" in body
+
+        # Phase 2: live traffic with a broken checkout; the page flags it in the 5m window.
+        page.click("#windows button[data-window='5m']")
+        live = demo(env, "--seed", "12", "--drop", "checkout=0.05@0", "--duration", "300")
+        started = time.monotonic()
+        wait_for(
+            lambda: (
+                page.eval_on_selector_all(
+                    "#bars .step[data-flagged='true']", "rows => rows.map(r => r.dataset.step)"
+                )
+                == ["checkout"]
+            ),
+            240,
+            "the checkout step flagged as a sudden drop",
+            interval=1,
+        )
+        print(f"checkout flagged {time.monotonic() - started:.0f}s after the drop began")
+        assert "sudden drop" in page.inner_text(".step[data-step='checkout']")
+        page.screenshot(path=str(ARTIFACTS / "live-page-drop.png"), full_page=True)
+        doc = api(worker, window="5m", flags="1")
+        assert doc["flagged_steps"] == ["checkout"], json.dumps(doc["steps"])
+        assert errors == [], errors
+    finally:
+        if live is not None:
+            live.terminate()
+            live.wait(30)
+        page.close()
+        worker.stop()
