@@ -30,13 +30,19 @@ class Query:
     breakdown: str | None
 
 
+def parse_view(params: dict[str, str]) -> str:
+    """``view``: period (default) or cohort."""
+    view = params.get("view", "period")
+    if view not in ("period", "cohort"):
+        raise BadQuery("view", f"view={view!r}; use period or cohort")
+    return view
+
+
 def parse_query(params: dict[str, str], funnel: Funnel, now: float) -> Query:
     for key, value in params.items():
         if len(value) > MAX_PARAM:
             raise BadQuery(key, f"parameter `{key}` is longer than {MAX_PARAM} characters")
-    view = params.get("view", "period")
-    if view not in ("period", "cohort"):
-        raise BadQuery("view", f"view={view!r}; use period or cohort")
+    view = parse_view(params)
     breakdown = params.get("breakdown") or None
     if breakdown is not None and breakdown not in funnel.breakdowns:
         raise BadQuery(

@@ -11,16 +11,14 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from stream.report import percent
+
 WIDTH = 720
 ROW = 56
 TOP = 64
 LABEL_W = 150
 BAR_W = 380
 BLUE, AMBER, RED, GREY = "#3b82f6", "#f59e0b", "#dc2626", "#6b7280"
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x * 100:.1f}%"
 
 
 def _span(doc: dict[str, Any]) -> str:
@@ -49,7 +47,10 @@ def funnel_svg(doc: dict[str, Any], title: str | None = None) -> str:
         color = BLUE
         note = ""
         if step.get("flagged"):
-            color, note = RED, f" ▼ sudden drop (baseline {_pct(step.get('baseline_conversion'))})"
+            color, note = (
+                RED,
+                f" ▼ sudden drop (baseline {percent(step.get('baseline_conversion'))})",
+            )
         elif step["name"] == doc.get("narrow_neck"):
             color, note = AMBER, " narrow neck"
         out.append(
@@ -62,18 +63,18 @@ def funnel_svg(doc: dict[str, Any], title: str | None = None) -> str:
         detail = (
             "entered"
             if i == 0
-            else f"{_pct(step['conversion'])} of previous, drop-off {_pct(step['drop_off'])}"
+            else f"{percent(step['conversion'])} of previous, drop-off {percent(step['drop_off'])}"
         )
         out.append(
             f'<text x="{LABEL_W + BAR_W + 12}" y="{y + 22}" font-size="12">{escape(detail)}</text>'
             f'<text x="{LABEL_W + BAR_W + 12}" y="{y + 38}" font-size="12" fill="{color}">'
             f"{escape(note.strip())}</text>"
         )
-    footer = f"overall conversion {_pct(doc.get('overall_conversion'))}"
+    footer = f"overall conversion {percent(doc.get('overall_conversion'))}"
     if doc.get("mode") == "pipeline":
         footer += (
-            f" · closing rate {_pct(doc.get('closing_rate'))}"
-            f" · win rate {_pct(doc.get('win_rate'))}"
+            f" · closing rate {percent(doc.get('closing_rate'))}"
+            f" · win rate {percent(doc.get('win_rate'))}"
         )
     if not first:
         footer = "no events in this window yet"

@@ -13,7 +13,8 @@ RESET = "\033[0m"
 BAR_WIDTH = 24
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A ratio as the report and the chart print it: one decimal, '-' for none."""
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
@@ -42,8 +43,8 @@ def render(doc: dict[str, Any], color: bool = False) -> str:
         overall = step["reached"] / first if first else None
         bar = "#" * (round(BAR_WIDTH * overall) if overall else 0)
         row = (
-            f"{step['name'][:15]:<16}{step['reached']:>10}{_pct(step['conversion']):>11}"
-            f"{_pct(step['drop_off']):>10}{_pct(overall):>10}"
+            f"{step['name'][:15]:<16}{step['reached']:>10}{percent(step['conversion']):>11}"
+            f"{percent(step['drop_off']):>10}{percent(overall):>10}"
             f"{_seconds(step.get('avg_time_to_convert_s')):>10}  {bar}"
         )
         if step["name"] == doc.get("narrow_neck"):
@@ -51,11 +52,12 @@ def render(doc: dict[str, Any], color: bool = False) -> str:
             if color:
                 row = RED + row + RESET
         lines.append(row)
-    lines.append(f"overall conversion {_pct(doc.get('overall_conversion'))}")
+    lines.append(f"overall conversion {percent(doc.get('overall_conversion'))}")
     if doc.get("mode") == "pipeline":
         lines.append(
             f"leads {doc.get('leads', 0)}, won {doc.get('won', 0)}, lost {doc.get('lost', 0)}; "
-            f"closing rate {_pct(doc.get('closing_rate'))}, win rate {_pct(doc.get('win_rate'))}"
+            f"closing rate {percent(doc.get('closing_rate'))}, "
+            f"win rate {percent(doc.get('win_rate'))}"
         )
         reasons = doc.get("lost_reasons") or {}
         if reasons:

@@ -645,10 +645,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         if funnel is None:
             return web.json(unknown_funnel(name), status=404)
         params = dict(request.query)
-        view = params.get("view", "period")
         try:
-            if view not in ("period", "cohort"):
-                raise api.BadQuery("view", f"view={view!r}; use period or cohort")
+            view = api.parse_view(params)
             ranges = api.trend_ranges(params, time.time(), settings.bucket)
         except api.BadQuery as exc:
             return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
@@ -657,8 +655,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         last = len(funnel.step_names) - 1
         metric = "reached" if view == "period" else "cohort"
         points = []
-        for start, end in ranges:
-            sums, missing = await cluster_sums(name, start, end, view)
+        results = await asyncio.gather(*(cluster_sums(name, a, b, view) for a, b in ranges))
+        for (start, end), (sums, missing) in zip(ranges, results, strict=True):
             if missing:
                 return answer(web, {"error": f"partitions {missing} not answered; retry"}, 503)
             entered = sums.get((metric, 0, "", ""), 0)
@@ -726,9 +724,10 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             return web.json(
                 {"error": "start/end must be numbers", "parameter": "start"}, status=400
             )
-        view = request.query.get("view", "period")
-        if view not in ("period", "cohort"):
-            return web.json({"error": f"view={view!r}", "parameter": "view"}, status=400)
+        try:
+            view = api.parse_view(dict(request.query))
+        except api.BadQuery as exc:
+            return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
         if not ready():
             return web.json({"error": "worker catching up"}, status=503)
         return web.json(
