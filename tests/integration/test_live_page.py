@@ -181,7 +181,12 @@ def test_live_page_shows_the_api_numbers_updates_and_flags_a_drop(stack, stack_e
         # Phase 1: 20 minutes of history, then no more traffic.
         history = demo(env, "--seed", "11", "--history", "20", "--duration", "1")
         assert history.wait(120) == 0
-        settled(worker)
+        day = settled(worker)
+        # The trend line's intervals add up to the same counts (all history is < 6 h old).
+        trend = http_json(f"{worker.url}/api/funnels/shop/trend?hours=6&points=24")["points"]
+        assert len(trend) == 24
+        assert sum(p["entered"] for p in trend) == day["steps"][0]["reached"]
+        assert sum(p["completed"] for p in trend) == day["steps"][-1]["reached"]
         for window in ("24h", "1h", "5m"):
             page.click(f"#windows button[data-window='{window}']")
             page_equals_api(page, worker, f"page == API for {window}", window=window)
