@@ -4,7 +4,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY stream ./stream
 RUN pip install --no-cache-dir .
-ENV FUNNEL_HOST=0.0.0.0 \
+RUN useradd --uid 10001 --no-create-home funnel && mkdir -p /app/.run && chown funnel /app/.run
+USER 10001
+# Serve on every interface of the container; other workers reach it by the
+# name in FUNNEL_WEB_ADVERTISE (set per deployment).
+ENV FUNNEL_WEB_BIND=0.0.0.0 \
+    FUNNEL_RUN_DIR=/app/.run \
     FUNNEL_WEB_PORT=6066
 EXPOSE 6066
 HEALTHCHECK --interval=10s --timeout=3s --retries=6 \

@@ -243,10 +243,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rules(_: argparse.Namespace) -> int:
+def cmd_rules(args: argparse.Namespace) -> int:
     from stream.rules import render_rules
 
-    sys.stdout.write(render_rules(Settings.from_env()))
+    sys.stdout.write(render_rules(Settings.from_env(), kubernetes=args.kubernetes))
     return 0
 
 
@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     rules = sub.add_parser("rules", help="print Prometheus rules for the FUNNEL_ALERT_* settings")
+    rules.add_argument(
+        "--kubernetes", action="store_true", help="as a Prometheus Operator PrometheusRule"
+    )
     rules.set_defaults(func=cmd_rules)
 
     grafana = sub.add_parser("grafana", help="write the Grafana dashboards and alert rules")

@@ -61,7 +61,20 @@ class Settings:
     partitions: int = 2
     # Bootstrap servers for the worker; defaults to the local broker (FUNNEL_KAFKA_BOOTSTRAP).
     kafka_bootstrap: str = ""
+    # An external Kafka's security (FUNNEL_KAFKA_SECURITY_PROTOCOL: PLAINTEXT,
+    # SSL, SASL_PLAINTEXT or SASL_SSL; FUNNEL_KAFKA_SASL_MECHANISM: PLAIN,
+    # SCRAM-SHA-256 or SCRAM-SHA-512; FUNNEL_KAFKA_SASL_USERNAME,
+    # FUNNEL_KAFKA_SASL_PASSWORD; FUNNEL_KAFKA_SSL_CAFILE: the CA bundle that
+    # signed the brokers' certificates, empty = the system's). Every Kafka
+    # client of the project (worker, producer, demo, admin) uses them.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
     redis_port: int = 6379
+    # The Redis the worker uses (FUNNEL_REDIS_URL); defaults to the local one.
+    redis_url: str = ""
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     # Prometheus scrape and rule evaluation interval (FUNNEL_SCRAPE_INTERVAL).
@@ -69,6 +82,15 @@ class Settings:
     # Worker: Faust app id, web port, table store (FUNNEL_APP_ID, FUNNEL_WEB_PORT, FUNNEL_STORE).
     app_id: str = "funnel-stream"
     web_port: int = 6066
+    # Interface the worker's web server binds to (FUNNEL_WEB_BIND, default
+    # FUNNEL_HOST) and the host name other workers reach it by
+    # (FUNNEL_WEB_ADVERTISE, default FUNNEL_HOST): in Kubernetes 0.0.0.0 and
+    # the pod's DNS name behind the headless service.
+    web_bind: str = ""
+    web_advertise: str = ""
+    # Where the worker keeps table state on disk (FUNNEL_DATA_DIR, default
+    # <run dir>/worker-data); one directory per app id below it.
+    data_dir: Path = REPO_ROOT / ".run" / "worker-data"
     store: str = "memory://"
     # Prefix of every input topic name, e.g. "test." (FUNNEL_TOPIC_PREFIX).
     topic_prefix: str = ""
@@ -128,8 +150,10 @@ class Settings:
         default_lib = Path.home() / ".cache" / "funnel-stream" / f"kafka-{version}" / "lib"
         topics = {t: _env(f"TOPIC_{t.upper()}", prefix + name) for t, name in INPUT_TOPICS.items()}
         host = _env("HOST", cls.host)
+        redis_port = _env_int("REDIS_PORT", cls.redis_port)
+        run_dir = Path(_env("RUN_DIR", str(cls.run_dir))).resolve()
         return cls(
-            run_dir=Path(_env("RUN_DIR", str(cls.run_dir))).resolve(),
+            run_dir=run_dir,
             host=host,
             kafka_port=kafka_port,
             kafka_controller_port=_env_int("KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
@@ -138,12 +162,23 @@ class Settings:
             kafka_heap=_env("KAFKA_HEAP", cls.kafka_heap),
             partitions=_env_int("PARTITIONS", cls.partitions),
             kafka_bootstrap=_env("KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
-            redis_port=_env_int("REDIS_PORT", cls.redis_port),
+            kafka_security_protocol=_env(
+                "KAFKA_SECURITY_PROTOCOL", cls.kafka_security_protocol
+            ).upper(),
+            kafka_sasl_mechanism=_env("KAFKA_SASL_MECHANISM", cls.kafka_sasl_mechanism).upper(),
+            kafka_sasl_username=_env("KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=_env("KAFKA_SASL_PASSWORD", ""),
+            kafka_ssl_cafile=_env("KAFKA_SSL_CAFILE", ""),
+            redis_port=redis_port,
+            redis_url=_env("REDIS_URL", f"redis://{host}:{redis_port}/0"),
             prometheus_port=_env_int("PROMETHEUS_PORT", cls.prometheus_port),
             alertmanager_port=_env_int("ALERTMANAGER_PORT", cls.alertmanager_port),
             scrape_interval=_env("SCRAPE_INTERVAL", cls.scrape_interval),
             app_id=_env("APP_ID", cls.app_id),
             web_port=_env_int("WEB_PORT", cls.web_port),
+            web_bind=_env("WEB_BIND", host),
+            web_advertise=_env("WEB_ADVERTISE", host),
+            data_dir=Path(_env("DATA_DIR", str(run_dir / "worker-data"))).resolve(),
             store=_env("STORE", cls.store),
             topic_prefix=prefix,
             dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
@@ -191,10 +226,9 @@ class Settings:
         except ValueError as exc:
             raise ValueError(f"FUNNEL_ALERT_LONG_WINDOW: {exc}") from None
 
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
-
     def describe(self) -> dict[str, str]:
         """Flat view for `funnel config`, so users can see what is in effect."""
-        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        if self.kafka_sasl_password:
+            out["kafka_sasl_password"] = "***"
+        return out

@@ -59,8 +59,8 @@ def plan(delivered: Iterable[int], expected: int | None) -> Plan:
 class Refetcher:
     """Reads given offset ranges back from the broker (read_committed, no group)."""
 
-    def __init__(self, bootstrap: str, group_id: str | None = None) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, client_options: dict[str, Any], group_id: str | None = None) -> None:
+        self.client_options = client_options  # stream.kafka_client.client_options
         self.group_id = group_id  # only read (committed offsets); never joined
         self._consumer: Any = None
         # Both agents share one consumer; each call assigns and seeks it.
@@ -71,7 +71,7 @@ class Refetcher:
             from aiokafka import AIOKafkaConsumer
 
             self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
+                **self.client_options,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
                 group_id=self.group_id,

@@ -34,6 +34,7 @@ import orjson
 
 from stream.config import Settings
 from stream.events import entity_of
+from stream.kafka_client import client_options
 
 # name: (share of visitors, conversion multiplier)
 CHANNELS = {
@@ -380,9 +381,7 @@ async def produce(
         start=now - history * 60,
         drops_from=now,
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, linger_ms=5, enable_idempotence=True
-    )
+    producer = AIOKafkaProducer(**client_options(settings), linger_ms=5, enable_idempotence=True)
     await producer.start()
     copy = open(out, "ab") if out else None  # noqa: SIM115 - closed in finally
     sent: dict[str, int] = {}

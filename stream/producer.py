@@ -24,6 +24,7 @@ import orjson
 
 from stream.config import Settings
 from stream.events import AnyEvent, decode, entity_of
+from stream.kafka_client import client_options
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ class FunnelProducer:
     def __init__(self, settings: Settings | None = None, **producer_options: Any) -> None:
         self.settings = settings or Settings.from_env()
         self.options = {
-            "bootstrap_servers": self.settings.kafka_bootstrap,
+            **client_options(self.settings),
             "enable_idempotence": True,
             "linger_ms": 5,
             **producer_options,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.config import REPO_ROOT, Settings
+from stream.kafka_client import client_options
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -357,9 +358,7 @@ class Stack:
     async def _kafka_metadata_ok(self) -> bool:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.s.kafka_bootstrap, request_timeout_ms=3000
-        )
+        admin = AIOKafkaAdminClient(**client_options(self.s), request_timeout_ms=3000)
         await admin.start()
         try:
             await admin.list_topics()
@@ -373,7 +372,7 @@ class Stack:
     async def create_topics(self) -> list[str]:
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.s.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(self.s))
         await admin.start()
         try:
             existing = set(await admin.list_topics())

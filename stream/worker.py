@@ -54,6 +54,7 @@ from stream.eos import (
 )
 from stream.events import Rejection, decode, entity_of
 from stream.funnels import load_funnels
+from stream.kafka_client import client_options, faust_credentials
 from stream.logs import RejectLog
 from stream.metrics import (
     DUPLICATES,
@@ -170,9 +171,12 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         from stream.eos import trace_offsets
 
         trace_offsets()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
+        datadir=str(settings.data_dir / "{conf.id}"),
         store=settings.store,
         processing_guarantee="exactly_once",
         topic_partitions=settings.partitions,
@@ -181,9 +185,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(1.0, settings.session_timeout / 10),
         web_enabled=True,
-        web_bind=settings.host,
+        web_bind=settings.web_bind,
         web_port=web_port or settings.web_port,
-        web_host=settings.host,
+        web_host=settings.web_advertise,
         value_serializer="raw",
         key_serializer="raw",
     )
@@ -452,7 +456,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 DUPLICATES.labels(topic=source).inc(n)
 
     # A side consumer, opened on the first hole; it lives as long as the process.
-    refetcher = Refetcher(settings.kafka_bootstrap, group_id=settings.app_id)
+    refetcher = Refetcher(client_options(settings), group_id=settings.app_id)
 
     async def continuous(
         batch: list, known: Callable[[TP], int | None]

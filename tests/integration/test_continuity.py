@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.continuity import Refetcher
+from stream.kafka_client import client_options
 from tests.support import settings_for, unique_env
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,7 @@ def test_holes_read_back_hold_committed_records_only(stack, stack_env):
 
     async def run() -> tuple[list, list, list, int]:
         await write_log(settings.kafka_bootstrap, topic)
-        refetcher = Refetcher(settings.kafka_bootstrap)
+        refetcher = Refetcher(client_options(settings))
         try:
             everything = await refetcher.read(topic, 0, 0, 20)
             aborted_and_markers = await refetcher.read(topic, 0, 3, 6)

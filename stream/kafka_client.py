@@ -1,0 +1,80 @@
+"""How every Kafka client of the project connects: bootstrap plus SSL/SASL settings.
+
+One place, so that the worker (Faust), the producer, the demo, the refetcher
+and the admin calls of `funnel stack` all reach an external, secured Kafka the
+same way once FUNNEL_KAFKA_SECURITY_PROTOCOL and friends are set.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from stream.config import Settings
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def check(settings: Settings) -> None:
+    """Raise ValueError naming the setting that cannot work."""
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"FUNNEL_KAFKA_SECURITY_PROTOCOL={protocol!r}: expected one of {', '.join(PROTOCOLS)}"
+        )
+    if protocol.startswith("SASL"):
+        if mechanism not in MECHANISMS:
+            expected = ", ".join(MECHANISMS)
+            raise ValueError(
+                f"FUNNEL_KAFKA_SASL_MECHANISM={mechanism!r}: expected one of {expected}"
+            )
+        if not settings.kafka_sasl_username or not settings.kafka_sasl_password:
+            raise ValueError(
+                f"FUNNEL_KAFKA_SECURITY_PROTOCOL={protocol} needs FUNNEL_KAFKA_SASL_USERNAME "
+                "and FUNNEL_KAFKA_SASL_PASSWORD"
+            )
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for any aiokafka client (producer, consumer, admin)."""
+    check(settings)
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    context = ssl_context(settings)
+    if context is not None:
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
+    return options
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's ``broker_credentials`` for the same settings (None for PLAINTEXT)."""
+    import faust
+
+    check(settings)
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context(settings))
+    # Faust picks SASL_SSL when given a context, SASL_PLAINTEXT otherwise.
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=ssl_context(settings),
+    )
