@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ unit: install
 
 integration: install
 	$(PY) -m pytest -m integration
+
+## make k8s-check: render deploy/k8s with kustomize, validate with kubeconform (strict)
+k8s-check: install
+	PYTHON=$(CURDIR)/$(PY) bash deploy/k8s/validate.sh
 
 stack-up: install
 	$(FUNNEL) stack up
