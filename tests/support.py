@@ -130,6 +130,11 @@ class WorkerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_timeout: float = 60.0) -> WorkerProcess:
+        self.start_process()
+        return self.wait_ready(ready_timeout)
+
+    def start_process(self) -> None:
+        """Start without waiting, so several workers can join a group together."""
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream", "worker"],
@@ -138,6 +143,8 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             cwd=REPO,
         )
+
+    def wait_ready(self, ready_timeout: float = 60.0) -> WorkerProcess:
         wait_for(self._ready, ready_timeout, f"worker on :{self.port} to be ready")
         return self
 
