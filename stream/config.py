@@ -57,8 +57,11 @@ class Settings:
     # Jars fetched by Maven, shared by every checkout (FUNNEL_KAFKA_LIB).
     kafka_lib: Path = Path.home() / ".cache" / "funnel-stream" / "kafka-3.9.1" / "lib"
     kafka_heap: str = "768m"
-    # Partitions of every topic the stack creates (FUNNEL_PARTITIONS).
+    # Partitions of every topic the stack creates (FUNNEL_PARTITIONS) and the
+    # replication factor of created topics and tables (FUNNEL_REPLICATION_FACTOR;
+    # 1 for the local single broker, 3 on a production cluster).
     partitions: int = 2
+    replication_factor: int = 1
     # Bootstrap servers for the worker; defaults to the local broker (FUNNEL_KAFKA_BOOTSTRAP).
     kafka_bootstrap: str = ""
     # An external Kafka's security (FUNNEL_KAFKA_SECURITY_PROTOCOL: PLAINTEXT,
@@ -161,6 +164,7 @@ class Settings:
             kafka_lib=Path(_env("KAFKA_LIB", str(default_lib))),
             kafka_heap=_env("KAFKA_HEAP", cls.kafka_heap),
             partitions=_env_int("PARTITIONS", cls.partitions),
+            replication_factor=_env_int("REPLICATION_FACTOR", cls.replication_factor),
             kafka_bootstrap=_env("KAFKA_BOOTSTRAP", f"{host}:{kafka_port}"),
             kafka_security_protocol=_env(
                 "KAFKA_SECURITY_PROTOCOL", cls.kafka_security_protocol

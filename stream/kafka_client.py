@@ -14,6 +14,7 @@ from stream.config import Settings
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+TOPIC_ALREADY_EXISTS = 36  # Kafka error code
 
 
 def check(settings: Settings) -> None:
@@ -59,6 +60,35 @@ def client_options(settings: Settings) -> dict[str, Any]:
             sasl_plain_password=settings.kafka_sasl_password,
         )
     return options
+
+
+async def create_topics(settings: Settings, names: list[str]) -> list[str]:
+    """Create the topics of ``names`` that are missing; return those created.
+
+    Safe when several workers do it at once (a topic another one just created
+    counts as existing). Partitions and replication come from the settings.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [t for t in names if t not in existing]
+        if not wanted:
+            return []
+        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in wanted]
+        response = await admin.create_topics(new, timeout_ms=30000)
+        created = []
+        for topic, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != TOPIC_ALREADY_EXISTS:
+                message = rest[0] if rest else ""
+                raise RuntimeError(f"creating topic {topic!r} failed: error {code} {message}")
+        return created
+    finally:
+        await admin.close()
 
 
 def faust_credentials(settings: Settings) -> Any:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.config import REPO_ROOT, Settings
-from stream.kafka_client import client_options
+from stream.kafka_client import client_options, create_topics
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -370,20 +370,7 @@ class Stack:
         return [*self.s.topics.values(), self.s.dead_letter_topic, self.s.events_topic]
 
     async def create_topics(self) -> list[str]:
-        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-        admin = AIOKafkaAdminClient(**client_options(self.s))
-        await admin.start()
-        try:
-            existing = set(await admin.list_topics())
-            wanted = [t for t in self.topic_names() if t not in existing]
-            if wanted:
-                await admin.create_topics(
-                    [NewTopic(t, self.s.partitions, 1) for t in wanted], timeout_ms=30000
-                )
-            return wanted
-        finally:
-            await admin.close()
+        return await create_topics(self.s, self.topic_names())
 
     # ---- Redis ------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from stream.eos import (
 )
 from stream.events import Rejection, decode, entity_of
 from stream.funnels import load_funnels
-from stream.kafka_client import client_options, faust_credentials
+from stream.kafka_client import client_options, create_topics, faust_credentials
 from stream.logs import RejectLog
 from stream.metrics import (
     DUPLICATES,
@@ -180,7 +180,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         store=settings.store,
         processing_guarantee="exactly_once",
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_interval,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(1.0, settings.session_timeout / 10),
@@ -768,6 +768,14 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    # The internal topics must exist before the group's first assignment: several
+    # workers starting at once would otherwise be assigned none of funnel.events
+    # (Faust's assignor skips a missing topic) until a metadata refresh, minutes later.
+    created = asyncio.run(
+        create_topics(settings, [settings.events_topic, settings.dead_letter_topic])
+    )
+    if created:
+        log.info("created topics", extra={"topics": created})
     app = create_app(settings, web_port)
     worker = Worker(
         app,

@@ -1,0 +1,255 @@
+"""Throughput of 1, 2 and 3 workers against a raw consumer, same topics, same run.
+
+    python -m bench.scale [--events 200000] [--partitions 6] [--workers 1,2,3]
+
+Uses the local stack (`funnel stack up`; FUNNEL_* ports as configured). Fills a
+fresh set of input topics with a seeded, realistic mix of all five event types
+(journeys that advance: visit -> signup -> cart actions; calls; deal stages),
+then reads the same topics:
+
+1. the limit: a raw aiokafka consumer that only reads and decodes (orjson);
+2. the worker doing the full job (validation, de-dup, re-keying through the
+   internal topic, journeys, windowed counters, exactly-once commits), with 1,
+   2, 3 workers, each count as its own consumer group from the beginning.
+
+A worker run is done when its group's committed offsets reach the end of the
+input topics and of its internal events topic (every event counted and
+committed). Figures: events/s over the processing time (first progress to
+done; worker start-up is reported apart) and the ratio to the raw consumer,
+plus each worker's resident memory at the end. Results: bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from bench.common import write_result
+from stream.config import Settings
+from stream.kafka_client import client_options
+from stream.producer import FunnelProducer
+from stream.progress import Progress
+from stream.stack import Stack
+from tests.support import free_port, http_get, offset_rows, settings_for
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation"]
+
+
+def events(n: int, seed: int = 1) -> list[dict]:
+    """Journeys over the last ~8 minutes (inside the allowed lateness), in time order."""
+    rng = random.Random(seed)
+    start = time.time() - 480
+    visitors = max(n // 6, 1)
+    out = []
+    for i in range(n):
+        ts = datetime.fromtimestamp(start + 480 * i / n, tz=UTC).isoformat()
+        common = {
+            "event_id": f"b{seed}-{i}",
+            "occurred_at": ts,
+            "channel": rng.choice(["search", "social", "email", "direct", "paid"]),
+            "campaign": rng.choice(["winter", "spring", "brand"]),
+            "region": rng.choice(["north", "south"]),
+            "device": rng.choice(["mobile", "desktop"]),
+        }
+        kind = rng.choices(["visit", "signup", "cart", "call", "deal_stage"], [45, 10, 30, 7, 8])[0]
+        visitor = f"v{rng.randrange(visitors)}"
+        if kind == "visit":
+            ev = {"visitor_id": visitor, "session_id": f"s{i}"}
+        elif kind == "signup":
+            ev = {"visitor_id": visitor, "user_id": f"u-{visitor}"}
+        elif kind == "cart":
+            action = rng.choices(["add", "checkout", "purchase", "remove"], [50, 25, 15, 10])[0]
+            ev = {"visitor_id": visitor, "action": action, "value": 19.9, "currency": "EUR"}
+        elif kind == "call":
+            ev = {"call_id": f"c{i}", "tracking_number": "tn-1", "answered": rng.random() < 0.7}
+        else:
+            ev = {
+                "deal_id": f"d{rng.randrange(max(n // 40, 1))}",
+                "stage": rng.choice(STAGES),
+                "manager": rng.choice(["ann", "bob", "cem"]),
+            }
+            if rng.random() < 0.1:
+                ev["status"] = rng.choice(["won", "lost"])
+                if ev["status"] == "lost":
+                    ev["lost_reason"] = "price"
+        out.append({**common, "type": kind, **ev})
+    return out
+
+
+async def produce(settings: Settings, docs: list[dict]) -> None:
+    progress = Progress(len(docs), "producing", "events")
+    async with FunnelProducer(settings, linger_ms=20) as producer:
+        for doc in docs:
+            await producer.send(doc, wait=False)
+            progress.advance()
+        await producer.flush()
+    progress.done()
+
+
+async def raw_consumer(settings: Settings, total: int) -> dict:
+    """The limit: read and decode every input record, nothing else."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        *settings.topics.values(),
+        **client_options(settings),
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    progress = Progress(total, "raw consumer", "events")
+    seen = 0
+    first = None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+                first = first or time.monotonic()
+            progress.done_n = seen
+            progress.advance(0)
+        took = time.monotonic() - first
+    finally:
+        await consumer.stop()
+    progress.done()
+    return {"events": seen, "seconds": round(took, 2), "events_per_s": round(seen / took)}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def group_done(settings: Settings) -> tuple[int, bool]:
+    """(input records committed so far, whether input and internal topic are all committed)."""
+    rows = offset_rows(settings, settings.app_id)
+    inputs = [r for r in rows if r[0] in settings.topics.values()]
+    internal = [r for r in rows if r[0] == settings.events_topic]
+    committed = sum(c or 0 for _, _, c, _, _ in inputs)
+    done = all(c is not None and c >= end for _, _, c, _, end in inputs) and bool(internal)
+    done = done and all(c is not None and c >= lso - 1 for _, _, c, lso, _ in internal)
+    return committed, done
+
+
+def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
+    prefix = base_env["FUNNEL_TOPIC_PREFIX"]
+    env = {
+        **base_env,
+        "FUNNEL_APP_ID": f"bench-{tag}-n{n}",
+        "FUNNEL_EVENTS_TOPIC": f"{prefix}n{n}.funnel.events",
+        "FUNNEL_DEAD_LETTER_TOPIC": f"{prefix}n{n}.funnel.dead-letter",
+        "FUNNEL_LOG_LEVEL": "warning",
+    }
+    settings = settings_for(env)
+    log_dir = settings.run_dir / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs, ports = [], []
+    started = time.monotonic()
+    for i in range(n):
+        port = free_port()
+        ports.append(port)
+        log = (log_dir / f"scale-n{n}-w{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "stream", "worker"],
+                env={**env, "FUNNEL_WEB_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        )
+    progress = Progress(total, f"{n} worker(s)", "events")
+    first = None
+    try:
+        while True:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a worker exited; see logs in {log_dir}")
+            committed, done = group_done(settings)
+            if committed and first is None:
+                first = time.monotonic()
+            progress.done_n = committed
+            progress.advance(0)
+            if done:
+                break
+            time.sleep(0.5)
+        finished = time.monotonic()
+        progress.done()
+        ready = sum(http_get(f"http://127.0.0.1:{p}/health/ready")[0] == 200 for p in ports)
+        rss = [rss_mb(p.pid) for p in procs]
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(60)
+    took = finished - (first or started)
+    return {
+        "workers": n,
+        "startup_s": round((first or finished) - started, 2),
+        "seconds": round(took, 2),
+        "events_per_s": round(total / took),
+        "ready_workers": ready,
+        "rss_mb": rss,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--workers", default="1,2,3", help="worker counts, comma separated")
+    args = parser.parse_args(argv)
+    tag = uuid.uuid4().hex[:6]
+    env = {
+        **os.environ,
+        "FUNNEL_TOPIC_PREFIX": f"bench{tag}.",
+        "FUNNEL_PARTITIONS": str(args.partitions),
+    }
+    settings = settings_for(env)
+    up = subprocess.run([sys.executable, "-m", "stream", "stack", "up"], env=env, cwd=REPO)
+    if up.returncode != 0:
+        return up.returncode
+    asyncio.run(Stack(settings).create_topics())
+    docs = events(args.events)
+    asyncio.run(produce(settings, docs))
+    raw = asyncio.run(raw_consumer(settings, len(docs)))
+    runs = [run_workers(env, int(n), len(docs), tag) for n in args.workers.split(",")]
+    for run in runs:
+        run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
+        one = runs[0]["events_per_s"]
+        run["speedup_vs_first"] = round(run["events_per_s"] / one, 2)
+    figures = {
+        "events": len(docs),
+        "partitions": args.partitions,
+        "raw_consumer": raw,
+        "workers": runs,
+    }
+    path = write_result("scale", figures)
+    print(f"\nraw consumer (read + decode): {raw['events_per_s']:>8} events/s")
+    for run in runs:
+        print(
+            f"{run['workers']} worker(s): {run['events_per_s']:>8} events/s  "
+            f"x{run['ratio_vs_raw']} of raw  x{run['speedup_vs_first']} of one worker  "
+            f"start-up {run['startup_s']}s  rss {run['rss_mb']} MB"
+        )
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
