@@ -62,11 +62,14 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def create_topics(settings: Settings, names: list[str]) -> list[str]:
+async def create_topics(
+    settings: Settings, names: list[str], configs: dict[str, dict[str, str]] | None = None
+) -> list[str]:
     """Create the topics of ``names`` that are missing; return those created.
 
     Safe when several workers do it at once (a topic another one just created
-    counts as existing). Partitions and replication come from the settings.
+    counts as existing). Partitions and replication come from the settings,
+    per-topic configuration (e.g. cleanup.policy) from ``configs``.
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -77,7 +80,16 @@ async def create_topics(settings: Settings, names: list[str]) -> list[str]:
         wanted = [t for t in names if t not in existing]
         if not wanted:
             return []
-        new = [NewTopic(t, settings.partitions, settings.replication_factor) for t in wanted]
+        configs = configs or {}
+        new = [
+            NewTopic(
+                t,
+                settings.partitions,
+                settings.replication_factor,
+                topic_configs=configs.get(t, {}),
+            )
+            for t in wanted
+        ]
         response = await admin.create_topics(new, timeout_ms=30000)
         created = []
         for topic, code, *rest in response.topic_errors:

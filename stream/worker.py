@@ -768,15 +768,22 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    # The internal topics must exist before the group's first assignment: several
-    # workers starting at once would otherwise be assigned none of funnel.events
-    # (Faust's assignor skips a missing topic) until a metadata refresh, minutes later.
+    app = create_app(settings, web_port)
+    # Every topic the group reads must exist before its first assignment: Faust's
+    # assignor skips a missing topic, so workers starting together on a new app id
+    # were assigned none of funnel.events or of a changelog (no answers, tables
+    # not recovered after a later rebalance) until a metadata refresh, minutes later.
+    changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
+    compact = {"cleanup.policy": "compact"}
     created = asyncio.run(
-        create_topics(settings, [settings.events_topic, settings.dead_letter_topic])
+        create_topics(
+            settings,
+            [settings.events_topic, settings.dead_letter_topic, *changelogs],
+            configs=dict.fromkeys(changelogs, compact),
+        )
     )
     if created:
         log.info("created topics", extra={"topics": created})
-    app = create_app(settings, web_port)
     worker = Worker(
         app,
         loglevel=settings.log_level,
