@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode bench-scale k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ stack-status: install
 ## benchmarks (results in bench/results/*.json)
 bench-decode: install
 	$(PY) -m bench.decode
+
+## make bench-scale [BENCH_EVENTS=200000]: 1, 2, 3 workers vs a raw consumer (dev stack)
+BENCH_EVENTS ?= 200000
+bench-scale: install
+	$(PY) -m bench.scale --events $(BENCH_EVENTS)
 
 clean: stack-down
 	rm -rf .run

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import subprocess
 import time
 from importlib import metadata
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def attribution(rng: random.Random) -> dict[str, str]:
+    """The attribution fields every benchmark event carries (realistic payload size)."""
+    return {
+        "channel": rng.choice(["search", "social", "email", "direct", "paid"]),
+        "campaign": rng.choice(["winter", "spring", "brand"]),
+        "region": rng.choice(["north", "south"]),
+        "device": rng.choice(["mobile", "desktop"]),
+    }
 
 
 def git_revision() -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import write_result
+from bench.common import attribution, write_result
 from stream.events import _decoder as _msgspec_decoder
 from stream.events import decode
 
@@ -36,10 +36,7 @@ def messages(n: int, seed: int = 1) -> list[bytes]:
         common = {
             "event_id": f"{rng.getrandbits(64):016x}-{i}",
             "occurred_at": stamp,
-            "channel": rng.choice(["search", "social", "email", "direct", "paid"]),
-            "campaign": rng.choice(["winter", "spring", "brand"]),
-            "region": rng.choice(["north", "south"]),
-            "device": rng.choice(["mobile", "desktop"]),
+            **attribution(rng),
         }
         kind = rng.choices(["visit", "signup", "cart", "call", "deal_stage"], [50, 10, 25, 7, 8])[0]
         if kind == "visit":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import write_result
+from bench.common import attribution, write_result
 from stream.config import Settings
 from stream.kafka_client import client_options
 from stream.producer import FunnelProducer
@@ -57,10 +57,7 @@ def events(n: int, seed: int = 1) -> list[dict]:
         common = {
             "event_id": f"b{seed}-{i}",
             "occurred_at": ts,
-            "channel": rng.choice(["search", "social", "email", "direct", "paid"]),
-            "campaign": rng.choice(["winter", "spring", "brand"]),
-            "region": rng.choice(["north", "south"]),
-            "device": rng.choice(["mobile", "desktop"]),
+            **attribution(rng),
         }
         kind = rng.choices(["visit", "signup", "cart", "call", "deal_stage"], [45, 10, 30, 7, 8])[0]
         visitor = f"v{rng.randrange(visitors)}"
@@ -233,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
         one = runs[0]["events_per_s"]
         run["speedup_vs_first"] = round(run["events_per_s"] / one, 2)
+    entities = {d.get("visitor_id") or d.get("deal_id") or d.get("call_id") for d in docs}
     figures = {
         "events": len(docs),
+        # Journeys are kept per entity and funnel, de-dup ids per event: both grow the state.
+        "entities": len(entities),
         "partitions": args.partitions,
         "raw_consumer": raw,
         "workers": runs,
