@@ -53,6 +53,10 @@ class Settings:
     # Kafka (FUNNEL_KAFKA_PORT, FUNNEL_KAFKA_CONTROLLER_PORT, FUNNEL_KAFKA_VERSION).
     kafka_port: int = 9092
     kafka_controller_port: int = 9097
+    # The local broker's second listener, SASL_PLAINTEXT with PLAIN (user
+    # "funnel", password "funnel-local"), to try the security settings against
+    # (FUNNEL_KAFKA_SASL_PORT); loopback only, like every local port.
+    kafka_sasl_port: int = 9094
     kafka_version: str = "3.9.1"
     # Jars fetched by Maven, shared by every checkout (FUNNEL_KAFKA_LIB).
     kafka_lib: Path = Path.home() / ".cache" / "funnel-stream" / "kafka-3.9.1" / "lib"
@@ -160,6 +164,7 @@ class Settings:
             host=host,
             kafka_port=kafka_port,
             kafka_controller_port=_env_int("KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
+            kafka_sasl_port=_env_int("KAFKA_SASL_PORT", cls.kafka_sasl_port),
             kafka_version=version,
             kafka_lib=Path(_env("KAFKA_LIB", str(default_lib))),
             kafka_heap=_env("KAFKA_HEAP", cls.kafka_heap),

@@ -64,7 +64,8 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
 
     event_id: Id
     occurred_at: Timestamp
-    schema_version: Annotated[int, msgspec.Meta(ge=1)] = 1
+    # null means absent, as for every optional field (the schema allows it): version 1.
+    schema_version: Annotated[int, msgspec.Meta(ge=1)] | None = 1
     channel: Label | None = None
     source: Label | None = None
     medium: Label | None = None
@@ -77,6 +78,10 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
     manager: Label | None = None
     # Event time as epoch seconds, filled by ``decode`` (not part of the JSON).
     ts: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schema_version is None:
+            self.schema_version = 1
 
     @property
     def type(self) -> str:

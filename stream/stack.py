@@ -301,6 +301,7 @@ class Stack:
                 host=self.s.host,
                 port=self.s.kafka_port,
                 controller_port=self.s.kafka_controller_port,
+                sasl_port=self.s.kafka_sasl_port,
                 data_dir=data,
                 partitions=self.s.partitions,
             )

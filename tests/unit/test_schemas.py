@@ -81,3 +81,27 @@ def test_invalid_vectors_rejected_with_the_named_reason(case):
         assert f"`{case['field']}`" in info.value.message
     # The schema catches exactly the vectors the manifest says it catches.
     assert bool(schema_errors(case["topic"], raw)) == case["schema_detects"]
+
+
+@pytest.mark.parametrize("version", [None, 1, 3])
+def test_schema_version_null_means_the_default(version):
+    # Found by the property test: the schema allows null for every optional field
+    # ("meaning absent"); the decoder rejected a null schema_version.
+    doc = {
+        "event_id": "e-1",
+        "type": "visit",
+        "occurred_at": "2026-11-23T09:15:00Z",
+        "visitor_id": "v-1",
+        "schema_version": version,
+    }
+    raw = json.dumps(doc).encode()
+    assert schema_errors("shop.visits", raw) == []
+    assert decode(raw, "visit", now=NOW).schema_version == (version or 1)
+
+
+def test_schema_version_below_one_is_rejected_by_both():
+    doc = {"event_id": "e-1", "type": "visit", "occurred_at": "2026-11-23T09:15:00Z"}
+    raw = json.dumps({**doc, "visitor_id": "v-1", "schema_version": 0}).encode()
+    assert schema_errors("shop.visits", raw)
+    with pytest.raises(Rejection, match="schema_version"):
+        decode(raw, "visit", now=NOW)
