@@ -363,8 +363,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aiokafka.errors import KafkaError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KafkaError as exc:
+        # One line that says where and how it tried, not a traceback.
+        s = Settings.from_env()
+        how = s.kafka_security_protocol
+        if how.startswith("SASL"):
+            how += f" {s.kafka_sasl_mechanism} as {s.kafka_sasl_username!r}"
+        print(
+            f"funnel {args.command}: Kafka at {s.kafka_bootstrap} ({how}) failed: {exc}; "
+            "check FUNNEL_KAFKA_BOOTSTRAP and the FUNNEL_KAFKA_SECURITY_PROTOCOL/SASL settings",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":
