@@ -27,9 +27,15 @@ def parse_key(text: str) -> list[Any]:
     return orjson.loads(text)
 
 
+def _stored(item: Item) -> str:
+    if item.stored is None:
+        item.stored = encode(item.event).decode()
+    return item.stored
+
+
 def dump_journey(journey: Journey) -> dict[str, Any]:
     return {
-        "items": [[i.ts, i.event_id, encode(i.event).decode()] for i in journey.items],
+        "items": [[i.ts, i.event_id, _stored(i)] for i in journey.items],
         "contrib": [[list(k), n] for k, n in journey.contributions.items()],
         "newest": journey.newest,
     }
@@ -41,6 +47,6 @@ def load_journey(value: dict[str, Any]) -> Journey:
     items = []
     for ts, event_id, raw in value["items"]:
         event = decode(raw.encode(), now=float("inf"))
-        items.append(Item(ts, event_id, event))
+        items.append(Item(ts, event_id, event, raw))
     contributions = Counter({tuple(k): n for k, n in value["contrib"]})
     return Journey(items=items, contributions=contributions, newest=value["newest"])

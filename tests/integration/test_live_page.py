@@ -138,7 +138,9 @@ def page_equals_api(page, worker: WorkerProcess, what: str, **params: str) -> No
     try:
         wait_for(check, 15, what)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}: page {shown(page)} api {want[0]}") from None
+        # What the page said about itself, to tell a render error from stale data.
+        said = {k: page.inner_text(f"#{k}") for k in ("status", "banner", "funnel-title", "bars")}
+        raise AssertionError(f"{exc}: page {shown(page)} api {want[0]}; page said {said}") from None
 
 
 def send_visits(settings, n: int, channel: str) -> None:
