@@ -40,7 +40,14 @@ from stream.kafka_client import client_options
 from stream.producer import FunnelProducer
 from stream.progress import Progress
 from stream.stack import Stack
-from tests.support import free_port, http_get, offset_rows, settings_for
+from tests.support import (
+    WorkerProcess,
+    free_port,
+    http_get,
+    offset_rows,
+    own_group_env,
+    settings_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation"]
@@ -145,38 +152,21 @@ def group_done(settings: Settings) -> tuple[int, bool]:
 
 
 def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
-    prefix = base_env["FUNNEL_TOPIC_PREFIX"]
     env = {
-        **base_env,
-        "FUNNEL_APP_ID": f"bench-{tag}-n{n}",
-        "FUNNEL_EVENTS_TOPIC": f"{prefix}n{n}.funnel.events",
-        "FUNNEL_DEAD_LETTER_TOPIC": f"{prefix}n{n}.funnel.dead-letter",
+        **own_group_env({**base_env, "FUNNEL_APP_ID": f"bench-{tag}"}, f"n{n}"),
         "FUNNEL_LOG_LEVEL": "warning",
     }
     settings = settings_for(env)
-    log_dir = settings.run_dir / "bench"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs, ports = [], []
+    workers = [WorkerProcess(env, free_port(), name=f"scale-n{n}-w{i}") for i in range(n)]
     started = time.monotonic()
-    for i in range(n):
-        port = free_port()
-        ports.append(port)
-        log = (log_dir / f"scale-n{n}-w{i}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker"],
-                env={**env, "FUNNEL_WEB_PORT": str(port)},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
-        )
+    for w in workers:
+        w.start_process()
     progress = Progress(total, f"{n} worker(s)", "events")
     first = None
     try:
         while True:
-            if any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"a worker exited; see logs in {log_dir}")
+            if any(w.proc.poll() is not None for w in workers):
+                raise RuntimeError(f"a worker exited; see logs in {settings.run_dir}")
             committed, done = group_done(settings)
             if committed and first is None:
                 first = time.monotonic()
@@ -187,13 +177,11 @@ def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
             time.sleep(0.5)
         finished = time.monotonic()
         progress.done()
-        ready = sum(http_get(f"http://127.0.0.1:{p}/health/ready")[0] == 200 for p in ports)
-        rss = [rss_mb(p.pid) for p in procs]
+        ready = sum(http_get(f"{w.url}/health/ready")[0] == 200 for w in workers)
+        rss = [rss_mb(w.proc.pid) for w in workers]
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(60)
+        for w in workers:
+            w.stop(60)
     took = finished - (first or started)
     return {
         "workers": n,
@@ -218,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         "FUNNEL_PARTITIONS": str(args.partitions),
     }
     settings = settings_for(env)
+    env["FUNNEL_RUN_DIR"] = str(settings.run_dir)  # where the workers' logs go
     up = subprocess.run([sys.executable, "-m", "stream", "stack", "up"], env=env, cwd=REPO)
     if up.returncode != 0:
         return up.returncode

@@ -775,15 +775,13 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
     # not recovered after a later rebalance) until a metadata refresh, minutes later.
     changelogs = [t.changelog_topic.get_topic_name() for t in app.tables.values()]
     compact = {"cleanup.policy": "compact"}
-    created = asyncio.run(
+    asyncio.run(
         create_topics(
             settings,
             [settings.events_topic, settings.dead_letter_topic, *changelogs],
             configs=dict.fromkeys(changelogs, compact),
         )
     )
-    if created:
-        log.info("created topics", extra={"topics": created})
     worker = Worker(
         app,
         loglevel=settings.log_level,

@@ -115,6 +115,18 @@ def unique_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
+def own_group_env(base: dict[str, str], name: str) -> dict[str, str]:
+    """``base`` read by a consumer group of its own (app id, internal and
+    dead-letter topics), over the same input topics: for comparing runs."""
+    prefix = base.get("FUNNEL_TOPIC_PREFIX", "")
+    return {
+        **base,
+        "FUNNEL_APP_ID": f"{base.get('FUNNEL_APP_ID', 'funnel')}-{name}",
+        "FUNNEL_EVENTS_TOPIC": f"{prefix}{name}.funnel.events",
+        "FUNNEL_DEAD_LETTER_TOPIC": f"{prefix}{name}.funnel.dead-letter",
+    }
+
+
 class WorkerProcess:
     """A real `funnel worker` subprocess with its log in the run directory."""
 

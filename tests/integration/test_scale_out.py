@@ -26,6 +26,7 @@ from tests.support import (
     free_port,
     http_json,
     metric_sum,
+    own_group_env,
     prometheus_query,
     settings_for,
     unique_env,
@@ -79,7 +80,6 @@ def prometheus_agrees(port: int, funnel: str, steps: list[dict]) -> bool:
 
 def test_one_two_and_three_workers_agree_with_the_oracle(stack, stack_env):
     base = unique_env(stack_env, FUNNEL_PARTITIONS=str(PARTITIONS), FUNNEL_SESSION_TIMEOUT="10")
-    prefix = base["FUNNEL_TOPIC_PREFIX"]
     settings = settings_for(base)
     stack_api = Stack(settings)
     asyncio.run(stack_api.create_topics())
@@ -91,12 +91,7 @@ def test_one_two_and_three_workers_agree_with_the_oracle(stack, stack_env):
     timings: dict[int, float] = {}
     try:
         for n in (1, 2, 3):
-            env = {
-                **base,
-                "FUNNEL_APP_ID": f"{base['FUNNEL_APP_ID']}-n{n}",
-                "FUNNEL_EVENTS_TOPIC": f"{prefix}n{n}.funnel.events",
-                "FUNNEL_DEAD_LETTER_TOPIC": f"{prefix}n{n}.funnel.dead-letter",
-            }
+            env = own_group_env(base, f"n{n}")
             run_settings = settings_for(env)
             started = time.monotonic()
             workers = run_workers(env, n, stack_api)

@@ -3,39 +3,22 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime
 
 import orjson
 
 from stream import state
 from stream.engine import Engine
-from stream.events import decode, encode
+from stream.events import encode
 from stream.funnels import load_funnels
+from tests.unit.test_engine_oracle import make_event, to_event
 
 T0 = 1795460000.0
 
 
 def events(n: int, seed: int) -> list:
+    """The engine oracle test's generated events, 7 s apart."""
     rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        kind = rng.choice(["visit", "signup", "cart", "deal_stage"])
-        doc = {
-            "event_id": f"e{seed}-{i}",
-            "type": kind,
-            "occurred_at": datetime.fromtimestamp(T0 + i * 7, tz=UTC).isoformat(),
-            "channel": rng.choice(["search", "email"]),
-        }
-        if kind in ("visit", "signup", "cart"):
-            doc["visitor_id"] = f"v{rng.randrange(12)}"
-        if kind == "signup":
-            doc["user_id"] = f"u{i}"
-        if kind == "cart":
-            doc["action"] = rng.choice(["add", "checkout", "purchase"])
-        if kind == "deal_stage":
-            doc.update(deal_id=f"d{rng.randrange(5)}", stage=rng.choice(["lead", "qualified"]))
-        out.append(decode(orjson.dumps(doc), now=float("inf")))
-    return out
+    return [to_event(make_event(i, rng, T0 + i * 7), T0 + i * 7) for i in range(n)]
 
 
 def persisted(engine: Engine, p: int = 0) -> tuple[dict, dict]:
@@ -82,7 +65,7 @@ def test_restored_engine_continues_like_one_that_never_stopped():
 
 
 def test_stored_item_is_the_event_encoding():
-    ev = events(1, seed=9)[0]
+    ev = to_event({"event_id": "e1", "type": "visit", "visitor_id": "v1", "channel": "email"}, T0)
     engine = Engine(load_funnels())
     engine.process(ev)
     journey = next(j for by in engine.journeys.values() for j in by.values())
