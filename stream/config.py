@@ -19,6 +19,7 @@ INPUT_TOPICS = {
     "cart": "shop.cart",
     "call": "crm.calls",
     "deal_stage": "crm.deal-stages",
+    "spend": "ads.spend",
 }
 
 

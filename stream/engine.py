@@ -26,6 +26,7 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from stream.funnels import Funnel
@@ -39,15 +40,49 @@ INGEST_CAP_FACTOR = 10
 # Upper bounds (seconds) of the time-to-convert histogram bins: the time from
 # reaching the previous step to reaching this one.
 TTC_BOUNDS = (60, 300, 900, 3600, 21600, 86400, 604800)
+# Upper bounds (seconds) of the lead response histogram: lead -> first answered call.
+LEAD_RESPONSE_BOUNDS = (60, 300, 900, 3600, 14400, 86400)
 RETENTION = 35 * 86400
+# Money is counted in hundredths (cents), so sums over events and workers stay
+# exact integers like every other counter.
+CENTS = 100
+
+# Ledgers: per-entity state like a funnel's, but counting calls (per call, its
+# latest state) and ad spend (per channel, campaign, day and currency, the
+# newest report). Their names cannot clash with a funnel's (those start with a
+# letter). The API reads them with ``sums("_calls", ...)`` like a funnel.
+CALLS = Funnel(
+    name="_calls",
+    mode="calls",
+    entity="call_id",
+    window=86400,
+    breakdowns=("manager", "channel", "source", "campaign", "keyword"),
+)
+SPEND = Funnel(
+    name="_spend",
+    mode="spend",
+    entity="spend_key",
+    window=RETENTION,
+    breakdowns=("channel", "campaign"),
+)
+LEDGERS = (CALLS, SPEND)
 
 
-def ttc_metric(delay: float) -> str:
-    """The time-to-convert bin of a delay: ``ttc:<upper bound>`` or ``ttc:inf``."""
-    for bound in TTC_BOUNDS:
+def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_BOUNDS) -> str:
+    """The histogram bin of a delay: ``ttc:<upper bound>`` or ``ttc:inf``."""
+    for bound in bounds:
         if delay <= bound:
-            return f"ttc:{bound}"
-    return "ttc:inf"
+            return f"{prefix}:{bound}"
+    return f"{prefix}:inf"
+
+
+def cents(amount: float) -> int:
+    return round(amount * CENTS)
+
+
+def day_start(day: str) -> float:
+    """'2026-11-23' -> epoch seconds of its midnight UTC."""
+    return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(order=True)
@@ -111,6 +146,17 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
     deal: dict[str, Any] | None = None
     for item in items:
         ev = item.event
+        if ev.type == "call":
+            # Calls of the deal (keyed with it): the first answered one after the
+            # lead, within its window, gives the lead response time.
+            if (
+                deal is not None
+                and ev.answered
+                and deal["first_answer"] is None
+                and item.ts <= deal["t0"] + funnel.window
+            ):
+                deal["first_answer"] = item.ts
+            continue
         if deal is None or item.ts > deal["t0"] + funnel.window:
             deal = {
                 "t0": item.ts,
@@ -121,10 +167,15 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
                 "lost": None,
                 "unmatched": 0,
                 "attr": attribution(ev, funnel.breakdowns),
+                "amount": None,  # (amount, currency): the newest one known
+                "won_at": None,
+                "first_answer": None,
             }
             attempts.append(deal)
         elif deal["lost"] is not None or len(deal["times"]) - 1 == last:
             continue  # closed (lost or won) within its window
+        if ev.amount is not None:
+            deal["amount"] = (ev.amount, ev.currency or funnel.currency)
         if ev.status == "won":
             target = last
         elif ev.stage in stages:
@@ -142,7 +193,50 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
             deal["position"] = target
         if ev.status == "lost":
             deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, item.ts)
+        elif len(deal["times"]) - 1 == last:
+            deal["won_at"] = item.ts
     return attempts
+
+
+def orders(funnel: Funnel, items: list[Item]) -> list[tuple[int, Item, float]]:
+    """A sequence funnel's last-step events (purchases), once per order_id, each
+    with its number among the entity's orders and when its journey began.
+
+    A journey ends after more than the funnel's window without an event (the
+    engine forgets the entity then), so a customer who comes back later starts
+    again at order 0 and with a new first touch.
+    """
+    last = funnel.steps[-1]
+    seen: set[str] = set()
+    out = []
+    began = prev = float("-inf")
+    k = 0
+    for item in items:
+        if item.ts - prev > funnel.window:
+            began, k = item.ts, 0
+            seen.clear()
+        prev = item.ts
+        if not last.matches(item.event):
+            continue
+        order_id = getattr(item.event, "order_id", None)
+        if order_id is not None:
+            if order_id in seen:
+                continue
+            seen.add(order_id)
+        out.append((k, item, began))
+        k += 1
+    return out
+
+
+def call_state(items: list[Item]) -> dict[str, Any]:
+    """One call from its events in time order: later non-empty fields win."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        for name in item.event.__struct_fields__:
+            value = getattr(item.event, name)
+            if value is not None:
+                merged[name] = value
+    return merged
 
 
 class Engine:
@@ -155,12 +249,12 @@ class Engine:
         lateness: float = 600.0,
         retention: float = RETENTION,
     ) -> None:
-        self.funnels = funnels
+        self.funnels = [*funnels, *LEDGERS]
         self.bucket = bucket
         self.lateness = lateness
         self.retention = retention
         self.counters: Counter[Key] = Counter()
-        self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in funnels}
+        self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
         self.seen_values: dict[tuple[str, str], set[str]] = {}
         self.watermark = float("-inf")  # highest event time seen
         self.retained_from = float("-inf")  # counters of older buckets are dropped
@@ -203,9 +297,13 @@ class Engine:
         return True
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
+        if funnel.mode in ("calls", "spend"):
+            return event.type == funnel.mode.removesuffix("s")
         if getattr(event, funnel.entity, None) is None:
             return False
         if funnel.mode == "pipeline":
+            if event.type == "call":  # a call of the deal: lead response time
+                return funnel.entity == "deal_id"
             return event.type == "deal_stage" and (
                 funnel.pipeline is None or event.pipeline == funnel.pipeline
             )
@@ -233,18 +331,25 @@ class Engine:
             return raw
         return OTHER
 
+    def _groups(self, funnel: Funnel, attr: dict[str, str]) -> list[tuple[str, str]]:
+        """The total plus one (dimension, capped value) per breakdown."""
+        return [("", "")] + [(d, self._value(funnel, d, v)) for d, v in attr.items()]
+
     def _contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
+        if funnel.mode == "calls":
+            return self._call_contributions(funnel, items)
+        if funnel.mode == "spend":
+            return self._spend_contributions(funnel, items)
         out: Counter[Key] = Counter()
         name = funnel.name
         b = self.bucket_of
         if funnel.mode == "sequence":
             attempts = sequence_attempts(funnel, items)
+            self._order_contributions(funnel, items, attempts, out)
         else:
             attempts = pipeline_attempts(funnel, items)
         for attempt in attempts:
-            groups = [("", "")] + [
-                (d, self._value(funnel, d, v)) for d, v in attempt["attr"].items()
-            ]
+            groups = self._groups(funnel, attempt["attr"])
             cohort = b(attempt["t0"])
             times = attempt["times"]
             for step in range(1, len(times)):
@@ -266,6 +371,96 @@ class Engine:
                         out[(name, f"lost:{reason}", step, b(at), dim, value)] += 1
             if attempt.get("unmatched"):
                 out[(name, "unmatched", 0, cohort, "", "")] += attempt["unmatched"]
+            if funnel.mode == "pipeline":
+                self._deal_money(funnel, attempt, groups, out)
+        return out
+
+    def _order_contributions(
+        self, funnel: Funnel, items: list[Item], attempts: list[dict], out: Counter[Key]
+    ) -> None:
+        """Orders, revenue, customers and repeat purchases of one entity.
+
+        An order belongs to the entity's latest attempt opened at or before it
+        (its first-touch attribution); the entity's first order makes it a
+        customer, its second a repeat customer (within the journey's lifetime).
+        """
+        name, last = funnel.name, len(funnel.steps) - 1
+        starts = [a["t0"] for a in attempts]
+        for k, item, began in orders(funnel, items):
+            ev = item.event
+            i = bisect.bisect_right(starts, item.ts) - 1
+            if i >= 0 and starts[i] >= began:
+                attr = attempts[i]["attr"]
+            else:  # no visit in this journey before the order: its own attribution
+                attr = attribution(ev, funnel.breakdowns)
+            at = self.bucket_of(item.ts)
+            value = getattr(ev, "value", None)
+            money = f"{ev.currency or funnel.currency}" if value is not None else None
+            for dim, v in self._groups(funnel, attr):
+                out[(name, "orders", last, at, dim, v)] += 1
+                if money:
+                    out[(name, f"revenue:{money}", last, at, dim, v)] += cents(value)
+                if k == 0:
+                    out[(name, "customers", last, at, dim, v)] += 1
+                    continue
+                if k == 1:
+                    out[(name, "repeat_customers", last, at, dim, v)] += 1
+                out[(name, "repeat_orders", last, at, dim, v)] += 1
+                if money:
+                    out[(name, f"repeat_revenue:{money}", last, at, dim, v)] += cents(value)
+
+    def _deal_money(
+        self, funnel: Funnel, deal: dict, groups: list[tuple[str, str]], out: Counter[Key]
+    ) -> None:
+        """Won revenue, open deals (for the forecast) and lead response of one deal."""
+        name, b = funnel.name, self.bucket_of
+        last = len(funnel.stages) - 1
+        amount = deal["amount"]
+        cohort = b(deal["t0"])
+        answer = deal["first_answer"]
+        if answer is not None:
+            delay = answer - deal["t0"]
+            out[(name, ttc_metric(delay, "lr", LEAD_RESPONSE_BOUNDS), 0, b(answer), "", "")] += 1
+        for dim, v in groups:
+            if deal["won_at"] is not None and amount is not None:
+                out[(name, f"revenue:{amount[1]}", last, b(deal["won_at"]), dim, v)] += cents(
+                    amount[0]
+                )
+            elif deal["won_at"] is None and deal["lost"] is None:
+                out[(name, "open", deal["position"], cohort, dim, v)] += 1
+                if amount is not None:
+                    key = (name, f"open_amount:{amount[1]}", deal["position"], cohort, dim, v)
+                    out[key] += cents(amount[0])
+            if answer is not None:
+                out[(name, "lr", 0, b(answer), dim, v)] += 1
+                out[(name, "lr_ms", 0, b(answer), dim, v)] += round((answer - deal["t0"]) * 1000)
+
+    def _call_contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
+        """One call counted once, as its latest state says, at its first event's time."""
+        out: Counter[Key] = Counter()
+        call = call_state(items)
+        at = self.bucket_of(items[0].ts)
+        attr = {d: call.get(d) or UNKNOWN for d in funnel.breakdowns}
+        inbound = call.get("direction", "inbound") == "inbound"
+        answered = bool(call.get("answered"))
+        for dim, v in self._groups(funnel, attr):
+            key = (funnel.name, "calls", 0, at, dim, v)
+            out[key] += 1
+            out[(funnel.name, "inbound" if inbound else "outbound", 0, at, dim, v)] += 1
+            if answered:
+                out[(funnel.name, "answered", 0, at, dim, v)] += 1
+                out[(funnel.name, "talk_s", 0, at, dim, v)] += round(call.get("duration_s", 0))
+            elif inbound:
+                out[(funnel.name, "missed", 0, at, dim, v)] += 1
+        return out
+
+    def _spend_contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
+        """The newest report of one channel/campaign/day/currency, in that day's bucket."""
+        out: Counter[Key] = Counter()
+        ev = items[-1].event
+        at = self.bucket_of(day_start(ev.day))
+        for dim, v in self._groups(funnel, attribution(ev, funnel.breakdowns)):
+            out[(funnel.name, f"spend:{ev.currency}", 0, at, dim, v)] += cents(ev.cost)
         return out
 
     def expire(self) -> int:

@@ -135,13 +135,34 @@ class DealStage(Event, tag="deal_stage", gc=False):
     call_id: Id | None = None
 
 
-AnyEvent = Visit | Signup | Cart | Call | DealStage
+Day = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+
+
+class Spend(Event, tag="spend", gc=False):
+    """Advertising cost of one channel (and campaign) on one day, from `ads.spend`.
+
+    The newest report (by ``occurred_at``) of a channel, campaign, day and
+    currency replaces earlier ones, so ad platforms can re-send corrected costs.
+    """
+
+    channel: Label
+    day: Day
+    cost: Amount
+    currency: Currency
+
+    @property
+    def spend_key(self) -> str:
+        return f"{self.channel}|{self.campaign or ''}|{self.day}|{self.currency}"
+
+
+AnyEvent = Visit | Signup | Cart | Call | DealStage | Spend
 EVENT_TYPES: dict[str, type[Event]] = {
     "visit": Visit,
     "signup": Signup,
     "cart": Cart,
     "call": Call,
     "deal_stage": DealStage,
+    "spend": Spend,
 }
 # The entity an event belongs to; the worker re-keys by it.
 ENTITY_FIELD = {
@@ -150,6 +171,7 @@ ENTITY_FIELD = {
     "cart": "visitor_id",
     "call": "call_id",
     "deal_stage": "deal_id",
+    "spend": "spend_key",
 }
 
 _decoder = msgspec.json.Decoder(AnyEvent)
@@ -242,4 +264,9 @@ def encode(event: Event) -> bytes:
 
 
 def entity_of(event: Event) -> str:
+    """The partitioning key. A call that belongs to a deal goes with the deal, so
+    the deal's lead response time (lead -> first answered call) is computed where
+    both are; all events of one call should therefore carry its deal_id or none."""
+    if event.type == "call" and event.deal_id:
+        return event.deal_id
     return getattr(event, ENTITY_FIELD[event.type])

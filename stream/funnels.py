@@ -70,6 +70,11 @@ class Funnel:
     pipeline: str | None = None  # deal_stage `pipeline` value this funnel follows
     top_n: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
+    # Amounts (purchase value, deal amount) without a currency are in this one.
+    currency: str = "USD"
+    # Pipeline only: chance that a deal at each stage is won (the forecast's
+    # weights); None where not configured, then the observed rate is used.
+    probabilities: tuple[float | None, ...] = ()
 
     @property
     def step_names(self) -> list[str]:
@@ -91,7 +96,7 @@ def _funnel(raw: Any, where: str, seen: set[str]) -> Funnel:
         raise _fail(where, "field `name`: another funnel has this name")
     seen.add(name)
     known = {"name", "mode", "entity", "window", "breakdowns", "steps", "stages", "top_n"}
-    known |= {"pipeline"}
+    known |= {"pipeline", "currency", "probabilities"}
     unknown = set(raw) - known
     if unknown:
         raise _fail(where, f"unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -111,7 +116,11 @@ def _funnel(raw: Any, where: str, seen: set[str]) -> Funnel:
     top_n = raw.get("top_n", 20)
     if not isinstance(top_n, int) or not 1 <= top_n <= 1000:
         raise _fail(where, f"field `top_n`: {top_n!r} must be an integer from 1 to 1000")
+    currency = raw.get("currency", "USD")
+    if not isinstance(currency, str) or not re.match(r"^[A-Z]{3}$", currency):
+        raise _fail(where, f"field `currency`: {currency!r} must be an ISO 4217 code like 'USD'")
     common = {
+        "currency": currency,
         "name": name,
         "mode": mode,
         "entity": entity,
@@ -130,7 +139,15 @@ def _funnel(raw: Any, where: str, seen: set[str]) -> Funnel:
             raise _fail(where, "field `stages`: stage names must be unique")
         if "steps" in raw:
             raise _fail(where, "field `steps`: a pipeline has `stages`, not `steps`")
-        return Funnel(stages=tuple(stages), pipeline=raw.get("pipeline"), **common)
+        probabilities = _probabilities(raw.get("probabilities", {}), stages, where)
+        return Funnel(
+            stages=tuple(stages),
+            pipeline=raw.get("pipeline"),
+            probabilities=probabilities,
+            **common,
+        )
+    if "probabilities" in raw:
+        raise _fail(where, "field `probabilities`: only a pipeline has stage probabilities")
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or len(steps_raw) < 2:
         raise _fail(where, "field `steps`: a sequence needs a list of at least 2 steps")
@@ -164,6 +181,18 @@ def _funnel(raw: Any, where: str, seen: set[str]) -> Funnel:
     if len({s.name for s in steps}) != len(steps):
         raise _fail(where, "field `steps`: step names must be unique")
     return Funnel(steps=tuple(steps), **common)
+
+
+def _probabilities(raw: Any, stages: list[str], where: str) -> tuple[float | None, ...]:
+    """``{ stage = chance won }``; stages left out use the observed rate."""
+    if not isinstance(raw, dict):
+        raise _fail(where, "field `probabilities`: must be a table like { proposal = 0.4 }")
+    for stage, p in raw.items():
+        if stage not in stages:
+            raise _fail(where, f"field `probabilities.{stage}`: not a stage of this pipeline")
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
+            raise _fail(where, f"field `probabilities.{stage}`: {p!r} must be from 0 to 1")
+    return tuple(float(raw[s]) if s in raw else None for s in stages)
 
 
 def parse_funnels(text: str, source: str = "<funnels>") -> list[Funnel]:

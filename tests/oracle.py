@@ -7,6 +7,7 @@ walks each entity's events once. The engine must give the same counters.
 
 from __future__ import annotations
 
+import calendar
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -41,6 +42,12 @@ def step_matches(step, ev) -> bool:
 # Time-to-convert bins (seconds), written out here rather than imported from
 # the engine so the oracle stays independent.
 TTC_BINS = [60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400]
+LEAD_RESPONSE_BINS = [60, 300, 900, 3600, 4 * 3600, 86400]
+CALL_DIMS = ["manager", "channel", "source", "campaign", "keyword"]
+
+
+def in_cents(amount: float) -> int:
+    return round(amount * 100)
 
 
 def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, lateness: float):
@@ -61,8 +68,17 @@ def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, latenes
                     by_entity[getattr(ev, f.entity)].append(ev)
             elif any(step_matches(s, ev) for s in f.steps):
                 by_entity[getattr(ev, f.entity)].append(ev)
-        for evs in by_entity.values():
+        for entity, evs in by_entity.items():
             paths = sequence_paths(f, evs) if f.mode == "sequence" else pipeline_paths(f, evs)
+            if f.mode == "sequence":
+                order_counts(f, evs, paths, counts, bucket_of)
+            else:
+                calls = (
+                    [e for e in kept if e.type == "call" and e.deal_id == entity]
+                    if f.entity == "deal_id"
+                    else []
+                )
+                deal_counts(f, evs, paths, calls, counts, bucket_of)
             for path in paths:
                 groups = [("", "")] + [
                     (d, getattr(path["first"], d, None) or "unknown") for d in f.breakdowns
@@ -92,7 +108,131 @@ def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, latenes
                     counts[(f.name, "unmatched", 0, bucket_of(path["start"]), "", "")] += path[
                         "unmatched"
                     ]
+    ledger_counts(kept, counts, bucket_of)
     return counts
+
+
+def groups_of(first: Any, dims: Any) -> list[tuple[str, str]]:
+    return [("", "")] + [(d, getattr(first, d, None) or "unknown") for d in dims]
+
+
+def order_counts(f: Funnel, evs: list[Any], paths: list[dict], counts: Counter, bucket_of) -> None:
+    """Orders (last-step events, one per order_id) per journey: runs of the
+    entity's events with no gap longer than the window."""
+    journeys: list[list[Any]] = []
+    for ev in evs:
+        if not journeys or ev.ts - journeys[-1][-1].ts > f.window:
+            journeys.append([])
+        journeys[-1].append(ev)
+    last = len(f.steps) - 1
+    for journey in journeys:
+        ids: set[str] = set()
+        n = 0
+        for ev in journey:
+            if not step_matches(f.steps[-1], ev):
+                continue
+            if getattr(ev, "order_id", None):
+                if ev.order_id in ids:
+                    continue
+                ids.add(ev.order_id)
+            opened = [p for p in paths if journey[0].ts <= p["start"] <= ev.ts]
+            first = opened[-1]["first"] if opened else ev
+            at = bucket_of(ev.ts)
+            cur = ev.currency or f.currency
+            for dim, value in groups_of(first, f.breakdowns):
+                counts[(f.name, "orders", last, at, dim, value)] += 1
+                if ev.value is not None:
+                    counts[(f.name, "revenue:" + cur, last, at, dim, value)] += in_cents(ev.value)
+                if n == 0:
+                    counts[(f.name, "customers", last, at, dim, value)] += 1
+                else:
+                    counts[(f.name, "repeat_orders", last, at, dim, value)] += 1
+                    if ev.value is not None:
+                        key = (f.name, "repeat_revenue:" + cur, last, at, dim, value)
+                        counts[key] += in_cents(ev.value)
+                if n == 1:
+                    counts[(f.name, "repeat_customers", last, at, dim, value)] += 1
+            n += 1
+
+
+def deal_counts(
+    f: Funnel, evs: list[Any], paths: list[dict], calls: list[Any], counts: Counter, bucket_of
+) -> None:
+    """Won revenue, open deals and lead response (first answered call) per deal."""
+    top = len(f.stages) - 1
+    for path in paths:
+        dims = groups_of(path["first"], f.breakdowns)
+        start = path["start"]
+        answered = [
+            c
+            for c in calls
+            if c.answered
+            and (c.ts, c.event_id) >= (start, path["first"].event_id)
+            and c.ts <= start + f.window
+            and not any(
+                (start, path["first"].event_id)
+                < (p["start"], p["first"].event_id)
+                <= (c.ts, c.event_id)
+                for p in paths
+            )
+        ]
+        if answered:
+            when = answered[0].ts
+            bound = next((b for b in LEAD_RESPONSE_BINS if when - start <= b), "inf")
+            counts[(f.name, f"lr:{bound}", 0, bucket_of(when), "", "")] += 1
+        for dim, value in dims:
+            if path["won_at"] is not None and path["amount"] is not None:
+                amount, cur = path["amount"]
+                key = (f.name, "revenue:" + cur, top, bucket_of(path["won_at"]), dim, value)
+                counts[key] += in_cents(amount)
+            if path["won_at"] is None and not path["lost"]:
+                counts[(f.name, "open", path["at"], bucket_of(start), dim, value)] += 1
+                if path["amount"] is not None:
+                    amount, cur = path["amount"]
+                    key = (f.name, "open_amount:" + cur, path["at"], bucket_of(start), dim, value)
+                    counts[key] += in_cents(amount)
+            if answered:
+                when = answered[0].ts
+                counts[(f.name, "lr", 0, bucket_of(when), dim, value)] += 1
+                counts[(f.name, "lr_ms", 0, bucket_of(when), dim, value)] += round(
+                    (when - start) * 1000
+                )
+
+
+def ledger_counts(kept: list[Any], counts: Counter, bucket_of) -> None:
+    """Calls (each once, its latest state) and ad spend (newest report per day)."""
+    calls: dict[str, list[Any]] = defaultdict(list)
+    spend: dict[tuple, Any] = {}
+    for ev in kept:  # sorted by (ts, event_id)
+        if ev.type == "call":
+            calls[ev.call_id].append(ev)
+        elif ev.type == "spend":
+            spend[(ev.channel, ev.campaign, ev.day, ev.currency)] = ev  # the newest wins
+    for evs in calls.values():
+        state: dict[str, Any] = {}
+        for ev in evs:
+            for name in ("direction", "answered", "duration_s", *CALL_DIMS):
+                if getattr(ev, name) is not None:
+                    state[name] = getattr(ev, name)
+        at = bucket_of(evs[0].ts)
+        direction = state.get("direction", "inbound")
+        for dim, value in [("", "")] + [(d, state.get(d) or "unknown") for d in CALL_DIMS]:
+            counts[("_calls", "calls", 0, at, dim, value)] += 1
+            counts[("_calls", direction, 0, at, dim, value)] += 1
+            if state.get("answered"):
+                counts[("_calls", "answered", 0, at, dim, value)] += 1
+                counts[("_calls", "talk_s", 0, at, dim, value)] += round(state.get("duration_s", 0))
+            elif direction == "inbound":
+                counts[("_calls", "missed", 0, at, dim, value)] += 1
+    for ev in spend.values():
+        y, m, d = map(int, ev.day.split("-"))
+        at = bucket_of(calendar.timegm((y, m, d, 0, 0, 0)))
+        for dim, value in [
+            ("", ""),
+            ("channel", ev.channel),
+            ("campaign", ev.campaign or "unknown"),
+        ]:
+            counts[("_spend", "spend:" + ev.currency, 0, at, dim, value)] += in_cents(ev.cost)
 
 
 def sequence_paths(f: Funnel, evs: list[Any]) -> list[dict]:
@@ -134,11 +274,16 @@ def pipeline_paths(f: Funnel, evs: list[Any]) -> list[dict]:
                 "moved_back": [],
                 "lost": None,
                 "unmatched": 0,
+                "amount": None,
+                "won_at": None,
+                "at": 0,
             }
             paths.append(path)
             at = 0
         elif path["lost"] or len(path["reached"]) == top + 1:
             continue
+        if ev.amount is not None:
+            path["amount"] = (ev.amount, ev.currency or f.currency)
         target = top if ev.status == "won" else index.get(ev.stage)
         if target is None:
             path["unmatched"] += 1
@@ -151,6 +296,9 @@ def pipeline_paths(f: Funnel, evs: list[Any]) -> list[dict]:
             if target < at:
                 path["moved_back"].append(at)
             at = target
+        path["at"] = at
         if ev.status == "lost":
             path["lost"] = (at, ev.lost_reason or "unknown", ev.ts)
+        elif len(path["reached"]) == top + 1:
+            path["won_at"] = ev.ts
     return paths

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,9 @@ STAGES = ["lead", "contacted", "qualified", "proposal", "won", "brand-new-stage"
 
 
 def make_event(i: int, rng: random.Random, ts: float):
-    kind = rng.choice(["visit", "visit", "signup", "cart", "cart", "deal_stage", "deal_stage"])
+    kind = rng.choice(
+        ["visit", "visit", "signup", "cart", "cart", "deal_stage", "deal_stage", "call", "spend"]
+    )
     doc = {
         "event_id": f"e{i}",
         "type": kind,
@@ -59,13 +62,32 @@ def make_event(i: int, rng: random.Random, ts: float):
         doc["user_id"] = f"u{i}"
     if kind == "cart":
         doc["action"] = rng.choice(["add", "remove", "checkout", "purchase"])
+        doc["value"] = rng.choice([None, 0, 19.99, 250])
+        doc["currency"] = rng.choice([None, None, "EUR"])
+        doc["order_id"] = rng.choice([None, None, f"o{rng.randrange(4)}"])
     if kind == "deal_stage":
         doc["deal_id"] = f"d{rng.randrange(5)}"
         doc["stage"] = rng.choice(STAGES)
         doc["manager"] = rng.choice(["ann", "bob"])
         doc["status"] = rng.choice([None, None, None, "won", "lost"])
+        doc["amount"] = rng.choice([None, None, 1000, 2500.5])
         if doc["status"] == "lost":
             doc["lost_reason"] = rng.choice(["price", "timing", None])
+    if kind == "call":
+        call = rng.randrange(8)
+        doc["call_id"] = f"c{call}"
+        doc["tracking_number"] = f"+1555000{call % 3}"
+        doc["deal_id"] = f"d{call}" if call < 5 else None  # one call, one deal (or none)
+        doc["direction"] = rng.choice(["inbound", "outbound", None])
+        doc["answered"] = rng.choice([True, False, None])
+        doc["duration_s"] = rng.choice([None, 0, 42, 300.4])
+        doc["manager"] = rng.choice(["ann", "bob", None])
+    if kind == "spend":
+        doc["channel"] = rng.choice(["search", "social"])
+        doc["campaign"] = rng.choice(["spring", None])
+        doc["day"] = datetime.fromtimestamp(ts - rng.choice([0, 86400]), UTC).date().isoformat()
+        doc["cost"] = rng.choice([0, 10, 99.95])
+        doc["currency"] = "EUR"
     return doc
 
 
@@ -127,7 +149,7 @@ def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every):
     expected = oracle_counts(FUNNELS, events, BUCKET, LATENESS)
     assert Counter(engine.counters) == +expected
     _, late = accepted_events(events, LATENESS)
-    late_relevant = sum(1 for ev in late for f in FUNNELS if engine._relevant(f, ev))
+    late_relevant = sum(1 for ev in late for f in engine.funnels if engine._relevant(f, ev))
     assert sum(engine.late.values()) == late_relevant
 
 
