@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from stream import money
 from stream.engine import OTHER
 from stream.funnels import Funnel
 
@@ -39,7 +40,14 @@ def _steps(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> lis
     return steps
 
 
-def _figures(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> dict[str, Any]:
+def _figures(
+    funnel: Funnel,
+    sums: Sums,
+    metric: str,
+    dim: str,
+    value: str,
+    spend: money.Sums | None = None,
+) -> dict[str, Any]:
     steps = _steps(funnel, sums, metric, dim, value)
     first, last = steps[0]["reached"], steps[-1]["reached"]
     later = [s for s in steps[1:] if s["conversion"] is not None]
@@ -72,6 +80,14 @@ def _figures(funnel: Funnel, sums: Sums, metric: str, dim: str, value: str) -> d
             out["unmatched_stage_events"] = sum(
                 n for (m, _, d, _v), n in sums.items() if m == "unmatched" and d == ""
             )
+        out.update(money.deal_figures(funnel, sums, dim, value))
+        customers = last
+    else:
+        out.update(money.order_figures(funnel, sums, dim, value))
+        customers = out["customers"]
+    if spend is not None and (not dim or dim in money.SPEND_DIMS):
+        paid = money.amounts(spend, "spend", dim, value)
+        out.update(money.spend_figures(paid, out["revenue"], first, customers))
     return out
 
 
@@ -90,7 +106,10 @@ def summarise(
     end: str | None,
     view: str = "period",
     breakdown: str | None = None,
+    spend: money.Sums | None = None,
 ) -> dict[str, Any]:
+    """``spend``: the spend ledger's sums over the same range (money.spend_sums);
+    without it the document has no spend, cost per lead, CAC or ROMI."""
     metric = "reached" if view == "period" else "cohort"
     doc: dict[str, Any] = {
         "funnel": funnel.name,
@@ -99,17 +118,40 @@ def summarise(
         "from": start,
         "to": end,
         "view": view,
-        **_figures(funnel, sums, metric, "", ""),
+        **_figures(funnel, sums, metric, "", "", spend),
     }
     if breakdown:
-        doc["breakdown"] = {breakdown: _breakdown(funnel, sums, metric, breakdown)}
+        doc["breakdown"] = {breakdown: _breakdown(funnel, sums, metric, breakdown, spend)}
     return doc
 
 
-def _breakdown(funnel: Funnel, sums: Sums, metric: str, dim: str) -> dict[str, Any]:
+def _breakdown(
+    funnel: Funnel, sums: Sums, metric: str, dim: str, spend: money.Sums | None
+) -> dict[str, Any]:
     merged = capped_values(funnel, sums, metric, dim)
-    values = sorted({v for (_, _, d, v) in merged if d == dim}, key=lambda v: (v == OTHER, v))
-    return {v: _figures(funnel, merged, metric, dim, v) for v in values}
+    values = {v for (_, _, d, v) in merged if d == dim}
+    if spend is not None:
+        spend, shown = _capped_spend(funnel, spend, dim, values - {OTHER})
+        values |= shown
+    ordered = sorted(values, key=lambda v: (v == OTHER, v))
+    return {v: _figures(funnel, merged, metric, dim, v, spend) for v in ordered}
+
+
+def _capped_spend(funnel: Funnel, spend: Sums, dim: str, kept: set[str]) -> tuple[Sums, set[str]]:
+    """Spend of one dimension under the funnel's shown values. A value with spend
+    but no entries is shown by name (money spent for nothing is what ROMI is
+    for) while there is room in the top N, by cost; the rest is `other`."""
+    by_value: Counter[str] = Counter()
+    for (_m, _step, d, v), n in spend.items():
+        if d == dim and v not in kept:
+            by_value[v] += n
+    room = max(0, funnel.top_n - len(kept))
+    shown = set(kept) | {v for v, _ in by_value.most_common(room) if v != OTHER}
+    out: Counter = Counter()
+    for (m, step, d, v), n in spend.items():
+        if d == dim:
+            out[(m, step, d, v if v in shown else OTHER)] += n
+    return dict(out), {v for (_m, _s, _d, v) in out}
 
 
 def capped_values(funnel: Funnel, sums: Sums, metric: str, dim: str) -> Sums:
