@@ -83,6 +83,9 @@ class Settings:
     redis_port: int = 6379
     # The Redis the worker uses (FUNNEL_REDIS_URL); defaults to the local one.
     redis_url: str = ""
+    # Prefix of every call-tracking key in Redis (FUNNEL_REDIS_PREFIX): one
+    # namespace per deployment sharing a Redis.
+    redis_prefix: str = "funnel:"
     prometheus_port: int = 9090
     alertmanager_port: int = 9093
     # Prometheus scrape and rule evaluation interval (FUNNEL_SCRAPE_INTERVAL).
@@ -110,6 +113,12 @@ class Settings:
     dedup_horizon: float = 86400.0
     # Funnel definitions (FUNNEL_FUNNELS); empty = the defaults in the package.
     funnels: str = ""
+    # Call tracking numbers: the dynamic pool, lease time and static numbers
+    # per source (FUNNEL_TRACKING); empty = stream/tracking.toml in the package.
+    tracking: str = ""
+    # Bearer token that write endpoints (POST /api/tracking-numbers) require
+    # (FUNNEL_API_TOKEN); empty = no token, fine only on 127.0.0.1.
+    api_token: str = field(default="", repr=False)
     # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness behind
     # the partition's newest event time (FUNNEL_LATENESS).
     bucket: int = 60
@@ -195,6 +204,9 @@ class Settings:
             events_topic=_env("EVENTS_TOPIC", prefix + cls.events_topic),
             dedup_horizon=_env_float("DEDUP_HORIZON", cls.dedup_horizon),
             funnels=_env("FUNNELS", cls.funnels),
+            tracking=_env("TRACKING", cls.tracking),
+            redis_prefix=_env("REDIS_PREFIX", cls.redis_prefix),
+            api_token=_env("API_TOKEN", cls.api_token),
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),
@@ -241,4 +253,6 @@ class Settings:
         out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
         if self.kafka_sasl_password:
             out["kafka_sasl_password"] = "***"
+        if self.api_token:
+            out["api_token"] = "***"
         return out

@@ -15,7 +15,7 @@ from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -24,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from stream import money
 from stream.engine import OTHER, TTC_BOUNDS
 from stream.funnels import Funnel
 from stream.summary import Sums, capped_values
@@ -64,6 +65,29 @@ LATE_TOTAL = Counter(
     "Events behind the allowed lateness (dead-lettered with reason late), per funnel "
     "they would have counted in.",
     ["funnel"],
+)
+
+ATTRIBUTED = Counter(
+    "funnel_attribution",
+    "Calls and deal stages by how they were attributed at ingest: call: lease (a dynamic "
+    "number's session), static (a source's number) or none; deal_stage: call, visitor, "
+    "none, or own (it carried its channel).",
+    ["type", "result"],
+)
+REDIS_UP = Gauge("funnel_redis_up", "1 while the call-tracking Redis answers, 0 while it does not.")
+HELD = Gauge(
+    "funnel_attribution_held",
+    "1 while call and deal events are held back because Redis does not answer.",
+)
+LEASES = Counter(
+    "funnel_tracking_leases",
+    "Tracking numbers handed out: kind dynamic (from the pool) or static (pool exhausted).",
+    ["kind"],
+)
+POOL_EXHAUSTED = Counter(
+    "funnel_tracking_pool_exhausted",
+    "Lease requests that found every pool number held and got the source's static number.",
+    ["source"],
 )
 
 # sums(funnel, start, end) -> summed period-view counters over owned partitions.
@@ -115,12 +139,7 @@ def funnel_families(
         ]
         for window, span in windows.items():
             got = sums(funnel.name, now - span, float("inf"))
-            groups = [("", "", got)]
-            for dim in funnel.breakdowns:
-                capped = capped_values(funnel, got, "reached", dim)
-                for value in sorted({v for (m, _, _, v) in capped if m == "reached"}):
-                    groups.append((dim, value, capped))
-            for dim, value, source in groups:
+            for dim, value, source in _groups(funnel, got):
                 for i, step, previous, position in steps:
                     n = source.get(("reached", i, dim, value), 0)
                     reached.add_metric(
@@ -141,6 +160,7 @@ def funnel_families(
                 buckets.append((le, cumulative))
             total_s = everything.get(("ttc_ms", i, "", ""), 0) / 1000
             ttc.add_metric([funnel.name, names[i]], buckets, total_s)
+    money_families = _money_families(funnels, sums, now, windows)
     lag = GaugeMetricFamily(
         "funnel_event_lag_seconds",
         "Now minus the event time of the newest event processed, by source topic.",
@@ -148,7 +168,107 @@ def funnel_families(
     )
     for topic, ts in sorted(newest.items()):
         lag.add_metric([topic], max(0.0, now - ts))
-    return [reached, lost, reasons, ttc, lag]
+    return [reached, lost, reasons, ttc, *money_families, lag]
+
+
+CALL_KINDS = ("calls", "inbound", "outbound", "answered", "missed")
+
+
+def _money_families(
+    funnels: Iterable[Funnel], sums: SumsReader, now: float, windows: dict[str, int]
+) -> list[Metric]:
+    """Revenue, orders, ad spend, calls and the open pipeline (counts and
+    amounts only: ROMI, CAC and conversion are computed in PromQL after summing
+    over workers). Amounts are in currency units."""
+    revenue = GaugeMetricFamily(
+        "funnel_revenue",
+        "Purchase values (sequence funnels) or won deal amounts (pipelines) within the "
+        "trailing window, by first-touch breakdown value.",
+        labels=["funnel", "window", "currency", "breakdown", "value"],
+    )
+    orders = GaugeMetricFamily(
+        "funnel_orders",
+        "Orders (a sequence funnel's last-step events, once per order_id) within the window.",
+        labels=["funnel", "window", "breakdown", "value"],
+    )
+    spend = GaugeMetricFamily(
+        "funnel_ad_spend",
+        "Advertising cost (ads.spend, each day spread evenly over it) within the window.",
+        labels=["window", "currency", "breakdown", "value"],
+    )
+    calls = GaugeMetricFamily(
+        "funnel_calls",
+        "Calls within the window by kind (calls, inbound, outbound, answered, missed "
+        "inbound), per manager, channel, source, campaign and keyword.",
+        labels=["window", "kind", "breakdown", "value"],
+    )
+    talk = GaugeMetricFamily(
+        "funnel_call_talk_seconds",
+        "Talk time of answered calls within the window.",
+        labels=["window", "breakdown", "value"],
+    )
+    open_deals = GaugeMetricFamily(
+        "funnel_open_deals",
+        "Deals still open (neither won nor lost) that entered within the pipeline's window, "
+        "by the stage they are at.",
+        labels=["funnel", "stage"],
+    )
+    open_amount = GaugeMetricFamily(
+        "funnel_open_amount",
+        "Amounts of the open deals, by stage (weight by stage probability for the forecast).",
+        labels=["funnel", "stage", "currency"],
+    )
+    lead_response = HistogramMetricFamily(
+        "funnel_lead_response_seconds",
+        "Time from a lead's creation to its first answered call, over retained buckets.",
+        labels=["funnel"],
+    )
+    for funnel in funnels:
+        for window, span in windows.items():
+            got = sums(funnel.name, now - span, float("inf"))
+            for dim, value, source in _groups(funnel, got):
+                for cur, amount in money.amounts(source, "revenue", dim, value).items():
+                    revenue.add_metric([funnel.name, window, cur, dim, value], amount)
+                if funnel.mode == "sequence":
+                    n = money.total(source, "orders", dim, value)
+                    orders.add_metric([funnel.name, window, dim, value], n)
+        if funnel.mode == "pipeline":
+            got = sums(funnel.name, now - funnel.window, float("inf"))
+            for k, stage in enumerate(funnel.stages[:-1]):
+                n = sum(
+                    c for (m, step, d, _v), c in got.items() if m == "open" and step == k and not d
+                )
+                open_deals.add_metric([funnel.name, stage], n)
+                for (m, step, d, _v), c in sorted(got.items()):
+                    if step == k and not d and m.startswith("open_amount:"):
+                        open_amount.add_metric([funnel.name, stage, m[12:]], c / 100)
+            everything = sums(funnel.name, float("-inf"), float("inf"))
+            buckets, total_s = money.lead_response_histogram(everything)
+            lead_response.add_metric([funnel.name], buckets, total_s)
+    for window, span in windows.items():
+        spent: Tally = Tally()
+        for lo, hi, share in money.spend_ranges(now - span, now):
+            for key, n in sums("_spend", lo, hi).items():
+                spent[key] += n * share
+        for (metric, _, dim, value), n in sorted(spent.items()):
+            spend.add_metric([window, metric[6:], dim, value], round(n / 100, 2))
+        got = sums("_calls", now - span, float("inf"))
+        for (metric, _, dim, value), n in sorted(got.items()):
+            if metric in CALL_KINDS:
+                calls.add_metric([window, metric, dim, value], n)
+            elif metric == "talk_s":
+                talk.add_metric([window, dim, value], n)
+    return [revenue, orders, spend, calls, talk, open_deals, open_amount, lead_response]
+
+
+def _groups(funnel: Funnel, got: Sums) -> list[tuple[str, str, Sums]]:
+    """The total and every capped breakdown value, each with the sums to read it from."""
+    groups = [("", "", got)]
+    for dim in funnel.breakdowns:
+        capped = capped_values(funnel, got, "reached", dim)
+        for value in sorted({v for (m, _, _, v) in capped if m == "reached"}):
+            groups.append((dim, value, capped))
+    return groups
 
 
 def _position(i: int, count: int) -> str:

@@ -120,6 +120,12 @@ class FunnelProducer:
     async def deal_stage(self, deal_id: str, stage: str, **fields: Any) -> dict[str, Any]:
         return await self.send({"type": "deal_stage", "deal_id": deal_id, "stage": stage, **fields})
 
+    async def spend(
+        self, channel: str, day: str, cost: float, currency: str, **fields: Any
+    ) -> dict[str, Any]:
+        doc = {"type": "spend", "channel": channel, "day": day, "cost": cost, "currency": currency}
+        return await self.send({**doc, **fields})
+
 
 class SyncFunnelProducer:
     """Blocking wrapper: runs a FunnelProducer on an event loop in a daemon thread."""
@@ -163,3 +169,6 @@ class SyncFunnelProducer:
 
     def deal_stage(self, deal_id: str, stage: str, **fields: Any) -> dict[str, Any]:
         return self._run(self._async.deal_stage(deal_id, stage, **fields))
+
+    def spend(self, channel: str, day: str, cost: float, currency: str, **fields: Any) -> dict:
+        return self._run(self._async.spend(channel, day, cost, currency, **fields))

@@ -384,10 +384,14 @@ class Stack:
             str(self.s.redis_port),
             "--dir",
             str(self._dir("redis")),
+            # Leases and identity links live here (call attribution): keep them
+            # through a restart, losing at most a second's writes.
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--protected-mode",
             "yes",
         ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import os
 import sys
@@ -36,13 +37,16 @@ from typing import Any
 
 import aiohttp
 import faust
+import orjson
 from faust.types import TP
+from faust.web import View
+from redis.exceptions import RedisError
 
-from stream import api, cluster, continuity, dedup, logs, page, state
+from stream import api, cluster, continuity, dedup, logs, money, page, state
 from stream.chart import funnel_svg
 from stream.config import Settings
 from stream.continuity import Refetcher
-from stream.engine import Engine
+from stream.engine import LEDGERS, Engine
 from stream.eos import (
     ack_all,
     commits_held,
@@ -57,22 +61,31 @@ from stream.funnels import load_funnels
 from stream.kafka_client import client_options, create_topics, faust_credentials
 from stream.logs import RejectLog
 from stream.metrics import (
+    ATTRIBUTED,
     DUPLICATES,
     EVENTS,
     FUNNEL_STATE,
+    HELD,
     LATE_TOTAL,
+    LEASES,
+    POOL_EXHAUSTED,
     REDELIVERED,
+    REDIS_UP,
     REFETCHED,
     REJECTED,
     exposition,
 )
 from stream.summary import flag_drops, ratio, summarise
+from stream.tracking import lease_request, load_tracking
+from stream.tracking_store import TrackingStore, attribute
 
 log = logging.getLogger("stream.worker")
 
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
 PURGE_EVERY_S = 60.0
+MAX_BODY = 4096  # bytes of a write request's JSON body
+LEDGER_NAMES = {ledger.name for ledger in LEDGERS}
 PEER_TIMEOUT = 5.0  # seconds a peer worker gets to answer a partial query
 SOURCE_HEADER = "src"
 
@@ -192,7 +205,17 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         key_serializer="raw",
     )
     topic_type = {topic: kind for kind, topic in settings.topics.items()}
-    sources = app.topic(*settings.topics.values(), value_type=bytes, key_type=bytes)
+    crm_types = ("call", "deal_stage")
+    shop_sources = app.topic(
+        *(t for k, t in settings.topics.items() if k not in crm_types),
+        value_type=bytes,
+        key_type=bytes,
+    )
+    # Calls and deal stages are attributed from Redis: their own agent, so a
+    # Redis outage holds back only them.
+    crm_sources = app.topic(
+        *(settings.topics[k] for k in crm_types), value_type=bytes, key_type=bytes
+    )
     events_topic = app.topic(
         settings.events_topic,
         partitions=settings.partitions,
@@ -345,38 +368,101 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             if tp.topic == settings.events_topic
         }
 
-    @app.agent(sources)
+    async def normalise_batch(stream: faust.StreamT, batch: list, enrich: Callable | None) -> None:
+        """Validate a batch of input messages; rejects to the dead-letter topic, valid
+        events (attributed by ``enrich`` where given) re-keyed to the events topic."""
+        now = time.time()
+        out = []
+        messages, next_offsets, holes = await continuous(batch, source_next.get)
+        for msg in messages:
+            raw = msg.value if msg.value is not None else b""
+            try:
+                ev = decode(raw, topic_type[msg.topic], now)
+            except Rejection as rejection:
+                REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
+                reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
+                headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
+                out.append((msg.tp, settings.dead_letter_topic, msg.key, raw, headers))
+                continue
+            if enrich is not None:
+                raw = await enrich(ev, raw, msg)
+            key = entity_of(ev).encode()
+            headers = [
+                (SOURCE_HEADER, msg.topic.encode()),
+                ("src_partition", str(msg.partition).encode()),
+                ("src_offset", str(msg.offset).encode()),
+            ]
+            out.append((msg.tp, settings.events_topic, key, raw, headers))
+        async with commits_held(app):
+            for source, topic, key, value, headers in out:
+                await send_in_transaction(app, source, topic, key, value, headers)
+            await mark_handled(holes)
+            await ack_all(stream, batch)
+        source_next.update(next_offsets)  # committed with this batch's transaction
+        if trace:
+            trace_batch("normalise", batch)
+
+    @app.agent(shop_sources)
     @stop_worker_on_error(app, "normalise")
     async def normalise(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            now = time.time()
-            out = []
-            messages, next_offsets, holes = await continuous(batch, source_next.get)
-            for msg in messages:
-                raw = msg.value if msg.value is not None else b""
-                try:
-                    ev = decode(raw, topic_type[msg.topic], now)
-                except Rejection as rejection:
-                    REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
-                    reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
-                    headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
-                    out.append((msg.tp, settings.dead_letter_topic, msg.key, raw, headers))
-                    continue
-                key = entity_of(ev).encode()
-                headers = [
-                    (SOURCE_HEADER, msg.topic.encode()),
-                    ("src_partition", str(msg.partition).encode()),
-                    ("src_offset", str(msg.offset).encode()),
-                ]
-                out.append((msg.tp, settings.events_topic, key, raw, headers))
-            async with commits_held(app):
-                for source, topic, key, value, headers in out:
-                    await send_in_transaction(app, source, topic, key, value, headers)
-                await mark_handled(holes)
-                await ack_all(stream, batch)
-            source_next.update(next_offsets)  # committed with this batch's transaction
-            if trace:
-                trace_batch("normalise", batch)
+            await normalise_batch(stream, batch, None)
+
+    tracking = load_tracking(settings.tracking or None)
+    store = TrackingStore(
+        settings.redis_url, tracking, prefix=settings.redis_prefix, keep=settings.retention
+    )
+    pool_synced: list[bool] = []  # non-empty once the pool matches the configuration
+
+    async def enrich(ev: Any, raw: bytes, msg: Any) -> bytes:
+        """Attribute a call or deal from Redis; while Redis is down, wait and retry:
+        the CRM events are held back (the shop topics go on), never guessed."""
+        delay, since = 0.5, None
+        while True:
+            try:
+                raw, result = await attribute(store, ev, raw)
+            except RedisError as exc:
+                if since is None:
+                    since = time.monotonic()
+                    REDIS_UP.set(0)
+                    log.warning(
+                        "Redis unavailable: holding call and deal events until it is back",
+                        extra={
+                            "redis": settings.redis_url,
+                            "error": str(exc),
+                            "tp": str(msg.tp),
+                            "offset": msg.offset,
+                        },
+                    )
+                HELD.set(1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if since is not None:
+                REDIS_UP.set(1)
+                HELD.set(0)
+                log.warning(
+                    "Redis is back: attributing held events",
+                    extra={"held_s": round(time.monotonic() - since, 1)},
+                )
+            ATTRIBUTED.labels(type=ev.type, result=result).inc()
+            return raw
+
+    @app.agent(crm_sources)
+    @stop_worker_on_error(app, "attribute")
+    async def attribute_crm(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+            await normalise_batch(stream, batch, enrich)
+
+    @app.task
+    async def sync_number_pool() -> None:
+        try:
+            await store.sync_pool()
+            pool_synced.append(True)
+            REDIS_UP.set(1)
+        except RedisError as exc:  # the pool is synced by the next lease request's error path
+            REDIS_UP.set(0)
+            log.warning("Redis unavailable at start", extra={"error": str(exc)})
 
     @app.agent(events_topic)
     @stop_worker_on_error(app, "count")
@@ -597,8 +683,14 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 "error": f"partitions {missing} are not answered by any worker yet "
                 "(rebalancing or a worker is down); retry",
             }, 503
+        now = time.time()
+        spend, missing = await money.spend_sums(
+            ledger_reader("_spend"), query.start, min(query.end, now)
+        )
+        if missing:
+            return {"error": f"partitions {missing} are not answered yet; retry"}, 503
         args = (query.window, query.start_text, query.end_text, query.view, query.breakdown)
-        doc = summarise(funnel, dict(sums), *args)
+        doc = summarise(funnel, dict(sums), *args, spend)
         if params.get("flags") in ("1", "true"):
             start, end = api.baseline_range(query, settings.alert_long_window_seconds)
             base, missing = await cluster_sums(funnel.name, start, end, query.view)
@@ -606,7 +698,94 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 return {"error": f"partitions {missing} are not answered yet; retry"}, 503
             baseline = summarise(funnel, dict(base), *args)
             flag_drops(doc, baseline, settings.alert_drop, settings.alert_min_volume)
+        if funnel.mode == "pipeline" and params.get("forecast") in ("1", "true"):
+            cohort, missing = await cluster_sums(funnel.name, now - funnel.window, now, "cohort")
+            days = money.FORECAST_DAYS * 86400
+            recent, missing2 = await cluster_sums(funnel.name, now - days, now, "period")
+            if missing or missing2:
+                return {"error": "partitions not answered yet; retry"}, 503
+            window_name = f"{funnel.window // 86400}d"
+            doc["forecast"] = money.forecast(funnel, dict(cohort), dict(recent), window_name)
         return doc, 200
+
+    def ledger_reader(name: str) -> Callable:
+        async def read(start: float, end: float) -> tuple[Counter, list[int]]:
+            return await cluster_sums(name, start, end, "period")
+
+        return read
+
+    def authorised(request: Any) -> bool:
+        if not settings.api_token:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {settings.api_token}".encode())
+
+    @app.page("/api/tracking-numbers")
+    class TrackingNumbers(View):
+        """POST {visitor_id, session_id, channel, source, campaign, keyword}: a
+        tracking number for the visitor's page (DESIGN.md section 6)."""
+
+        async def post(self, request: Any) -> Any:
+            if not authorised(request):
+                return self.json(
+                    {"error": "missing or wrong bearer token (FUNNEL_API_TOKEN)"},
+                    status=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            raw = await request.content.read(MAX_BODY + 1)
+            if len(raw) > MAX_BODY:
+                return self.json({"error": f"body over {MAX_BODY} bytes"}, status=413)
+            try:
+                lease = lease_request(orjson.loads(raw or b"null"))
+            except (ValueError, orjson.JSONDecodeError) as exc:
+                return self.json({"error": f"tracking number request: {exc}"}, status=400)
+            try:
+                if not pool_synced:
+                    await store.sync_pool()
+                    pool_synced.append(True)
+                got = await store.lease(lease, time.time())
+            except RedisError as exc:
+                REDIS_UP.set(0)
+                return self.json(
+                    {"error": f"call tracking store (Redis) unavailable: {exc}; retry"},
+                    status=503,
+                    headers={"Retry-After": "1"},
+                )
+            REDIS_UP.set(1)
+            LEASES.labels(kind=got["kind"]).inc()
+            if got["kind"] == "static":
+                POOL_EXHAUSTED.labels(source=lease.get("source") or "unknown").inc()
+            return self.json(got)
+
+    @app.page("/api/managers")
+    async def managers(web, request):  # noqa: ANN001
+        """Per manager: calls, missed inbound, talk time, lead response, deals,
+        closing rate and revenue (``funnel``: a pipeline; default the first)."""
+        params = dict(request.query)
+        pipelines = [f for f in funnels if f.mode == "pipeline" and "manager" in f.breakdowns]
+        name = params.get("funnel", pipelines[0].name if pipelines else "")
+        funnel = by_name.get(name)
+        if funnel is None or funnel not in pipelines:
+            return web.json(
+                {
+                    "error": f"funnel={name!r}: use a pipeline broken down by manager",
+                    "parameter": "funnel",
+                    "known": [f.name for f in pipelines],
+                },
+                status=400,
+            )
+        try:
+            query = api.parse_query(params, funnel, time.time())
+        except api.BadQuery as exc:
+            return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
+        if not ready():
+            return answer(web, {"error": "worker catching up; retry"}, 503)
+        calls, missing = await cluster_sums("_calls", query.start, query.end, "period")
+        deals, missing2 = await cluster_sums(funnel.name, query.start, query.end, "period")
+        if missing or missing2:
+            return answer(web, {"error": "partitions not answered yet; retry"}, 503)
+        rows = money.manager_rows(dict(calls), dict(deals), funnel)
+        return web.json({"funnel": funnel.name, "window": query.window, "managers": rows})
 
     def answer(web, body: dict, status: int):  # noqa: ANN001, ANN202
         headers = {"Retry-After": "1"} if status == 503 else None
@@ -719,7 +898,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     @app.page("/api/partials/{name}")
     async def partials(web, request, name):  # noqa: ANN001
         """Sums of this worker's own partitions, for a peer answering a query."""
-        if name not in by_name:
+        if name not in by_name and name not in LEDGER_NAMES:
             return web.json({"error": f"unknown funnel {name!r}", "parameter": "name"}, status=404)
         try:
             start = float(request.query.get("start", "-inf")[: api.MAX_PARAM])

@@ -110,6 +110,7 @@ def unique_env(base: dict[str, str], **extra: str) -> dict[str, str]:
         **base,
         "FUNNEL_TOPIC_PREFIX": f"t{tag}.",
         "FUNNEL_APP_ID": f"funnel-test-{tag}",
+        "FUNNEL_REDIS_PREFIX": f"funnel-test-{tag}:",
     }
     env.update(extra)
     return env

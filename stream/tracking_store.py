@@ -1,0 +1,160 @@
+"""Call-tracking state in Redis (DESIGN.md section 6): the number pool, the
+lease history per number, and identity links (call -> touch, visitor -> first
+touch). A thin adapter; the rules are in stream/tracking.py.
+
+Keys (prefix ``funnel:`` by default):
+- ``pool``: sorted set, number -> time its current lease ends (0 = never
+  leased), so the lowest score is the number free longest (least recently used);
+- ``leases:<number>``: sorted set of lease start times, and ``lease:<number>:<start>``
+  a hash of the lease (visitor, session, touch, until): the history that a
+  call at time t is looked up in;
+- ``session:<id>``: the number a session holds (the same session gets it back);
+- ``call:<id>`` and ``visitor:<id>``: touches a later deal can inherit.
+Lease history and links expire after ``keep`` seconds (default 35 days).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from stream.tracking import TOUCH_FIELDS, Tracking, fill
+
+# Leases the least recently used free number, or extends the session's own.
+# KEYS: pool, session key. ARGV: now, lease seconds, record JSON, prefix, keep.
+LEASE = """
+local now, ttl, keep = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[5])
+local prefix = ARGV[4]
+local number, start
+local held = redis.call('GET', KEYS[2])
+if held then
+  local ends = redis.call('ZSCORE', KEYS[1], held)
+  local last = redis.call('ZREVRANGE', prefix .. 'leases:' .. held, 0, 0)
+  if ends and tonumber(ends) >= now and last[1] then
+    number, start = held, last[1]
+  end
+end
+if not number then
+  local free = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+  if #free == 0 then return false end
+  number, start = free[1], ARGV[1]
+  redis.call('ZADD', prefix .. 'leases:' .. number, now, start)
+  redis.call('ZREMRANGEBYSCORE', prefix .. 'leases:' .. number, '-inf', now - keep)
+  redis.call('EXPIRE', prefix .. 'leases:' .. number, keep)
+end
+local lease = prefix .. 'lease:' .. number .. ':' .. start
+redis.call('HSET', lease, 'record', ARGV[3], 'start', start, 'until', now + ttl)
+redis.call('EXPIRE', lease, keep)
+redis.call('ZADD', KEYS[1], now + ttl, number)
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], number, 'EX', ttl) end
+return {number, start}
+"""
+
+
+class TrackingStore:
+    def __init__(
+        self, url: str, tracking: Tracking, prefix: str = "funnel:", keep: float = 35 * 86400
+    ) -> None:
+        self.redis = aioredis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.tracking = tracking
+        self.prefix = prefix
+        self.keep = int(keep)
+        self._lease = self.redis.register_script(LEASE)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def sync_pool(self) -> None:
+        """Make the pool hold exactly the configured numbers (new ones never leased)."""
+        key = self.prefix + "pool"
+        if self.tracking.pool:
+            await self.redis.zadd(key, dict.fromkeys(self.tracking.pool, 0), nx=True)
+        present = {n.decode() for n in await self.redis.zrange(key, 0, -1)}
+        gone = present - set(self.tracking.pool)
+        if gone:
+            await self.redis.zrem(key, *gone)
+
+    async def lease(self, request: dict[str, str], now: float) -> dict[str, Any]:
+        """A number for a visitor's session: ``{number, kind, until}``; kind is
+        ``dynamic``, or ``static`` when the pool is exhausted (or empty)."""
+        session = request.get("session_id")
+        record = orjson.dumps(request).decode()
+        session_key = f"{self.prefix}session:{session}" if session else ""
+        got = await self._lease(
+            keys=[self.prefix + "pool", session_key],
+            args=[repr(now), self.tracking.lease, record, self.prefix, self.keep],
+        )
+        visitor_key = f"{self.prefix}visitor:{request['visitor_id']}"
+        touch = {k: v for k, v in request.items() if k in TOUCH_FIELDS}
+        if touch:  # the visitor's first touch, for deals that carry only visitor_id
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(visitor_key, "record", orjson.dumps(touch))
+                pipe.expire(visitor_key, self.keep)
+                await pipe.execute()
+        if got:
+            number, _start = (x.decode() for x in got)
+            return {"number": number, "kind": "dynamic", "until": now + self.tracking.lease}
+        number = self.tracking.static_for(request.get("source"))
+        return {"number": number, "kind": "static", "until": None}
+
+    async def touch_of_number(self, number: str, at: float) -> dict[str, Any] | None:
+        """What a call to ``number`` at time ``at`` is attributed to, or None."""
+        if number in self.tracking.static:
+            return dict(self.tracking.static[number])
+        starts = await self.redis.zrevrangebyscore(
+            f"{self.prefix}leases:{number}", at, "-inf", start=0, num=1
+        )
+        if not starts:
+            return None
+        lease = await self.redis.hgetall(f"{self.prefix}lease:{number}:{starts[0].decode()}")
+        if not lease or at > float(lease[b"until"]):
+            return None
+        return orjson.loads(lease[b"record"])
+
+    async def remember_call(self, call_id: str, touch: dict[str, Any]) -> None:
+        key = f"{self.prefix}call:{call_id}"
+        await self.redis.set(key, orjson.dumps(touch), ex=self.keep)
+
+    async def touch_of_call(self, call_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"{self.prefix}call:{call_id}")
+        return None if raw is None else orjson.loads(raw)
+
+    async def touch_of_visitor(self, visitor_id: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(f"{self.prefix}visitor:{visitor_id}", "record")
+        return None if raw is None else orjson.loads(raw)
+
+
+async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes, str]:
+    """The event as it goes to the internal topic, and how it was attributed.
+
+    A call gets the touch of the lease its number had at the call's time (or
+    the static number's source): result ``lease``, ``static`` or ``none``;
+    the touch is remembered for deals that name the call. A deal stage without
+    a channel inherits its call's touch, else its visitor's first touch:
+    ``call``, ``visitor``, ``none``; one that has a channel is left as it is
+    (``own``). Other events pass through (``own``). Redis errors propagate: the
+    caller holds the event back and retries, never guessing "unknown".
+    """
+    if event.type == "call":
+        touch = await store.touch_of_number(event.tracking_number, event.ts)
+        result = "none" if touch is None else ("static" if "visitor_id" not in touch else "lease")
+        doc = orjson.loads(raw)
+        filled = fill(doc, touch)
+        link = {k: doc[k] for k in (*TOUCH_FIELDS, "visitor_id") if doc.get(k)}
+        if link:
+            await store.remember_call(event.call_id, link)
+        return (orjson.dumps(doc) if filled else raw), result
+    if event.type == "deal_stage" and event.channel is None:
+        touch, result = None, "none"
+        if event.call_id:
+            touch, result = await store.touch_of_call(event.call_id), "call"
+        if touch is None and event.visitor_id:
+            touch, result = await store.touch_of_visitor(event.visitor_id), "visitor"
+        if touch is None:
+            return raw, "none"
+        doc = orjson.loads(raw)
+        fill(doc, touch)
+        return orjson.dumps(doc), result
+    return raw, "own"
