@@ -246,10 +246,7 @@ def _money_families(
             buckets, total_s = money.lead_response_histogram(everything)
             lead_response.add_metric([funnel.name], buckets, total_s)
     for window, span in windows.items():
-        spent: Tally = Tally()
-        for lo, hi, share in money.spend_ranges(now - span, now):
-            for key, n in sums("_spend", lo, hi).items():
-                spent[key] += n * share
+        spent = money.spend_in(lambda lo, hi: sums("_spend", lo, hi), now - span, now)
         for (metric, _, dim, value), n in sorted(spent.items()):
             spend.add_metric([window, metric[6:], dim, value], round(n / 100, 2))
         got = sums("_calls", now - span, float("inf"))

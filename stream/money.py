@@ -144,17 +144,30 @@ def spend_ranges(start: float, end: float) -> list[tuple[float, float, float]]:
     return out
 
 
-async def spend_sums(read: Callable, start: float, end: float) -> tuple[Sums, list[int]]:
-    """Spend counters (cents) for [start, end), days prorated; ``read(start, end)``
-    returns ``(sums, missing partitions)`` of the spend ledger."""
+def prorated(parts: list[tuple[Sums, float]]) -> Sums:
+    """Spend sums of ``spend_ranges``' day ranges, each scaled by its share, added up."""
     out: Counter = Counter()
-    missing: list[int] = []
-    for lo, hi, share in spend_ranges(start, end):
-        got, lost = await read(lo, hi)
-        missing += lost
+    for got, share in parts:
         for key, n in got.items():
             out[key] += n * share
-    return dict(out), sorted(set(missing))
+    return dict(out)
+
+
+def spend_in(read: Callable[[float, float], Sums], start: float, end: float) -> Sums:
+    """Spend counters (cents) for [start, end), days prorated; ``read(start, end)``
+    gives the spend ledger's sums (engine.sums("_spend", ...) offline)."""
+    return prorated([(read(lo, hi), share) for lo, hi, share in spend_ranges(start, end)])
+
+
+async def spend_sums(read: Callable, start: float, end: float) -> tuple[Sums, list[int]]:
+    """``spend_in`` over all workers: ``read`` is async and returns ``(sums,
+    partitions not answered)``, as the worker's cluster query does."""
+    parts, missing = [], set()
+    for lo, hi, share in spend_ranges(start, end):
+        got, lost = await read(lo, hi)
+        missing.update(lost)
+        parts.append((got, share))
+    return prorated(parts), sorted(missing)
 
 
 def forecast(

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from stream import dedup
+from stream import dedup, money
 from stream.engine import Engine
 from stream.events import Rejection, parse_timestamp
 from stream.files import read_events
@@ -56,8 +56,9 @@ def replay(
         counts["valid"] += 1
     lo = parse_timestamp(start, "--from") if start else float("-inf")
     hi = parse_timestamp(end, "--to") if end else float("inf")
+    spend = money.spend_in(lambda a, b: engine.sums("_spend", a, b), lo, hi)
     docs = [
-        summarise(f, engine.sums(f.name, lo, hi, view), "all", start, end, view, breakdown)
+        summarise(f, engine.sums(f.name, lo, hi, view), "all", start, end, view, breakdown, spend)
         for f in funnels
     ]
     return {"funnels": docs, "events": counts}

@@ -20,6 +20,8 @@ STEP_SUM = "funnel:step_reached:sum"
 STEP_SUM_BY = "funnel:step_reached_by:sum"
 KEYS = "funnel, step, previous, position, window"
 KEYS_BY = KEYS + ", breakdown, value"
+SPEND_KEYS = "window, currency, breakdown, value"
+MONEY_KEYS = "funnel, " + SPEND_KEYS
 
 
 def _conversion(source: str, extra: str = "") -> str:
@@ -99,6 +101,36 @@ def recording_rules() -> list[dict[str, Any]]:
                 {
                     "record": "funnel:win_rate_by:ratio",
                     "expr": f"{won_by}\n  / on ({by})\n(({won_by} + on ({by}) {lost_by}) > 0)",
+                },
+            ],
+        },
+        {
+            "name": "funnel-money",
+            "rules": [
+                {
+                    "record": "funnel:revenue:sum",
+                    "expr": f"sum by ({MONEY_KEYS}) (funnel_revenue)",
+                },
+                {
+                    "record": "funnel:ad_spend:sum",
+                    "expr": f"sum by ({SPEND_KEYS}) (funnel_ad_spend)",
+                },
+                {
+                    # (revenue - spend) / spend per funnel, for the total and per
+                    # channel and campaign: the dimensions ad spend is reported by.
+                    "record": "funnel:romi:ratio",
+                    "expr": (
+                        '(funnel:revenue:sum{breakdown=~"|channel|campaign"}\n'
+                        f"  - on ({SPEND_KEYS}) group_left() funnel:ad_spend:sum)\n"
+                        f"  / on ({SPEND_KEYS}) group_left() (funnel:ad_spend:sum > 0)"
+                    ),
+                },
+                {
+                    "record": "funnel:lead_response_seconds:avg",
+                    "expr": (
+                        "sum by (funnel) (funnel_lead_response_seconds_sum)\n"
+                        "  / (sum by (funnel) (funnel_lead_response_seconds_count) > 0)"
+                    ),
                 },
             ],
         },

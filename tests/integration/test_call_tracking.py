@@ -111,8 +111,8 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
                 "d1", "lead", call_id="c1", manager="ann", occurred_at=iso(now + 30)
             )
             producer.call(
-                "c2", "+15555550999", deal_id="d1", occurred_at=iso(now + 150), direction="outbound",
-                answered=True, duration_s=300, manager="ann",
+                "c2", "+15555550999", deal_id="d1", occurred_at=iso(now + 150),
+                direction="outbound", answered=True, duration_s=300, manager="ann",
             )  # fmt: skip
             producer.deal_stage("d1", "qualified", occurred_at=iso(now + 160))
             producer.deal_stage(

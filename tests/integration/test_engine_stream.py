@@ -174,12 +174,18 @@ def oracle_docs(docs: list[dict], settings) -> dict[str, dict]:
     events = [decode(orjson.dumps(d)) for d in docs]
     oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
     out = {}
-    for f in load_funnels():
+
+    def sums_of(funnel: str) -> dict:
         sums: dict = {}
         for (name, metric, step, _bucket, dim, value), c in oracle.items():
-            if name == f.name and metric != "cohort":
+            if name == funnel and metric != "cohort":
                 sums[(metric, step, dim, value)] = sums.get((metric, step, dim, value), 0) + c
-        out[f.name] = summarise(f, sums, "all", None, None, "period", None)
+        return sums
+
+    for f in load_funnels():
+        out[f.name] = summarise(
+            f, sums_of(f.name), "all", None, None, "period", None, sums_of("_spend")
+        )
     return out
 
 
