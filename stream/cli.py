@@ -79,6 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         speed=args.speed,
         history=args.history,
+        leases=args.leases,
     )
 
 
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="MINUTES",
         help="first send the traffic of the last MINUTES (trends and baselines start filled)",
+    )
+    demo.add_argument(
+        "--leases",
+        metavar="URL",
+        help="lease tracking numbers for live callers from this worker endpoint "
+        "(e.g. http://127.0.0.1:6066/api/tracking-numbers); calls then carry only the number",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -55,6 +55,18 @@ AGE_BANDS = ["18-24", "25-34", "35-44", "45-54", "55+"]
 GENDERS = ["f", "m", "x"]
 # Base probability of each shop step given the previous one.
 SHOP_STEPS = {"signup": 0.35, "cart": 0.55, "checkout": 0.6, "purchase": 0.75}
+# Daily ad budget (EUR) per channel and, for paid, per campaign: the ads.spend feed.
+BUDGETS = {
+    ("search", None): 400.0,
+    ("social", None): 250.0,
+    ("email", None): 30.0,
+    ("paid", "winter-sale"): 300.0,
+    ("paid", "brand"): 120.0,
+    ("paid", "running"): 200.0,
+}
+# What a call's page knew about its visitor; with live leasing the call itself
+# carries none of it (the tracking number's lease does).
+TOUCH = ("channel", "source", "medium", "campaign", "keyword")
 REPEAT_BOOST = 1.5
 CALL_SHARE = 0.06  # of visitors who call a tracking number
 ANSWERED = 0.8
@@ -114,6 +126,9 @@ class Traffic:
     day: float = 86400.0  # seconds in a simulated day (shorter = faster rhythm)
     speed: float = 1.0  # journeys move this many times faster (delays between steps shrink)
     drops_from: float | None = None  # --drop minutes count from here (default: start)
+    # Also yield "_lease" events (a caller's page asks for a tracking number)
+    # and mark calls with their "_session", for ``Lessor``.
+    leasing: bool = False
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -122,6 +137,7 @@ class Traffic:
         self.clock = self.start
         self.customers: list[tuple[str, dict[str, Any]]] = []  # returning buyers
         self.deals = 0
+        self.spend_days: set[str] = set()
 
     # -- scheduling ---------------------------------------------------------
 
@@ -147,6 +163,7 @@ class Traffic:
         """Spawn visitors up to ``now`` and return the events due by then, in time order."""
         arrivals = self.rate / EVENTS_PER_VISITOR
         while self.clock < now:
+            self._spend(self.clock)
             step = min(1.0, now - self.clock)
             n = self._poisson(arrivals * step * rhythm(self.clock, self.day))
             for _ in range(n):
@@ -168,6 +185,20 @@ class Traffic:
             if p <= limit:
                 return k
             k += 1
+
+    def _spend(self, ts: float) -> None:
+        """Each day's ad budget, reported once when the day begins (or the run does)."""
+        day = datetime.fromtimestamp(ts, tz=UTC).date().isoformat()
+        if day in self.spend_days:
+            return
+        self.spend_days.add(day)
+        for (channel, campaign), budget in BUDGETS.items():
+            cost = round(budget * self.rng.uniform(0.8, 1.2), 2)
+            event = {"type": "spend", "channel": channel, "day": day, "cost": cost}
+            event["currency"] = "EUR"
+            if campaign:
+                event.update(campaign=campaign, source="ads", medium="cpc")
+            self._at(ts, event)
 
     # -- the shop -----------------------------------------------------------
 
@@ -215,6 +246,9 @@ class Traffic:
                 },
             )
         if rng.random() < CALL_SHARE * mult:
+            if self.leasing:  # the page asks for a tracking number while it is read
+                self._at(ts + 0.5, {"type": "_lease", "visitor_id": visitor,
+                                    "session_id": session, **base})  # fmt: skip
             self._call(ts + self._later(10, 120), visitor, session, base)
         t = ts
         for step, p in SHOP_STEPS.items():
@@ -280,6 +314,7 @@ class Traffic:
                 "duration_s": rng.randint(30, 600) if answered else 0,
                 "visitor_id": visitor,
                 "session_id": session,
+                **({"_session": session} if self.leasing else {}),
                 **base,
             },
         )
@@ -358,6 +393,7 @@ async def produce(
     out: str | None = None,
     speed: float = 1.0,
     history: float = 0.0,
+    leases: str | None = None,
 ) -> int:
     """Send the simulation's events as they fall due; progress on stderr.
 
@@ -366,6 +402,12 @@ async def produce(
     ``history`` (minutes), the traffic of that many minutes before now is sent
     first, in time order, so trends and baselines have data from the start;
     --drop minutes still count from the start of the live traffic.
+
+    With ``leases`` (the worker's /api/tracking-numbers URL), live callers'
+    pages lease a tracking number first and their calls (and the deals made
+    from them) carry only that number: the worker attributes them from Redis.
+    Without it, or when the worker does not answer, calls carry their
+    attribution themselves.
     """
     from aiokafka import AIOKafkaProducer
 
@@ -380,16 +422,24 @@ async def produce(
         speed=speed,
         start=now - history * 60,
         drops_from=now,
+        leasing=bool(leases),
     )
+    live_from = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=5, enable_idempotence=True)
     await producer.start()
     copy = open(out, "ab") if out else None  # noqa: SIM115 - closed in finally
+    lessor = Lessor(leases, settings.api_token) if leases else None
     sent: dict[str, int] = {}
     started = time.monotonic()
     last_report = 0.0
     try:
         while duration <= 0 or time.monotonic() - started < duration:
             for event in traffic.due(time.time()):
+                if lessor is not None:
+                    event = await lessor.apply(event, live=event["occurred_at"] >= live_from)
+                if event is None or event["type"] == "_lease":
+                    continue
+                event = {k: v for k, v in event.items() if not k.startswith("_")}
                 value = orjson.dumps(event)
                 kind = event["type"]
                 key = entity_of(decode(value, now=float("inf"))).encode()
@@ -404,10 +454,51 @@ async def produce(
         await producer.flush()
     finally:
         await producer.stop()
+        if lessor is not None:
+            await lessor.close()
         if copy is not None:
             copy.close()
         _progress(sent, time.monotonic() - started, traffic, end="\n")
     return sum(sent.values())
+
+
+class Lessor:
+    """Leases tracking numbers from the worker for live callers (dynamic number insertion)."""
+
+    def __init__(self, url: str, token: str = "") -> None:
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url
+        self.http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=2))
+        self.numbers: dict[str, str] = {}  # session -> leased number
+        self.calls: set[str] = set()  # calls made to a leased number
+        self.failed = 0
+
+    async def apply(self, event: dict[str, Any], live: bool) -> dict[str, Any] | None:
+        kind = event["type"]
+        if kind == "_lease" and live:
+            body = {k: v for k, v in event.items() if k in (*TOUCH, "visitor_id", "session_id")}
+            try:
+                async with self.http.post(self.url, json=body) as resp:
+                    if resp.status == 200:
+                        self.numbers[event["session_id"]] = (await resp.json())["number"]
+                    else:
+                        self.failed += 1
+            except Exception:  # noqa: BLE001 - the worker is optional for the demo
+                self.failed += 1
+            return None
+        if kind == "call" and event.get("_session") in self.numbers:
+            number = self.numbers.pop(event["_session"])
+            strip = (*TOUCH, "visitor_id", "session_id")
+            self.calls.add(event["call_id"])
+            return {**{k: v for k, v in event.items() if k not in strip}, "tracking_number": number}
+        if kind == "deal_stage" and event.get("call_id") in self.calls:
+            return {k: v for k, v in event.items() if k not in TOUCH}
+        return event
+
+    async def close(self) -> None:
+        await self.http.close()
 
 
 def _progress(sent: dict[str, int], elapsed: float, traffic: Traffic, end: str) -> None:

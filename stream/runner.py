@@ -50,7 +50,8 @@ def run_all(settings: Settings, rate: float) -> int:
         "Ctrl-C stops the worker and the demo; `make stack-down` stops the stack.\n",
         flush=True,
     )
-    demo = subprocess.Popen([*base, "demo", "--rate", str(rate)])
+    leases = f"{web}/api/tracking-numbers"
+    demo = subprocess.Popen([*base, "demo", "--rate", str(rate), "--leases", leases])
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         while worker.poll() is None and demo.poll() is None:

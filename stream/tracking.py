@@ -60,15 +60,15 @@ def parse_tracking(text: str, where: str = "<tracking>") -> Tracking:
         lease = parse_duration(raw.get("lease", "20m"))
     except ValueError as exc:
         raise TrackingConfigError(f"{where}: [tracking] field `lease`: {exc}") from None
-    pool = raw.get("pool", [])
-    if not isinstance(pool, list):
+    entries = raw.get("pool", [])
+    if not isinstance(entries, list):
         raise TrackingConfigError(f"{where}: [tracking] field `pool`: must be a list of numbers")
-    for i, number in enumerate(pool, 1):
-        if not isinstance(number, str) or not _NUMBER.match(number):
-            raise TrackingConfigError(
-                f"{where}: [tracking] pool number {i}: {number!r} is not a phone number "
-                "like +15555550100"
-            )
+    pool: list[str] = []
+    for i, entry in enumerate(entries, 1):
+        try:
+            pool += _numbers(entry)
+        except ValueError as exc:
+            raise TrackingConfigError(f"{where}: [tracking] pool entry {i}: {exc}") from None
     if len(set(pool)) != len(pool):
         raise TrackingConfigError(f"{where}: [tracking] field `pool`: a number is listed twice")
     static: dict[str, dict[str, str]] = {}
@@ -94,6 +94,26 @@ def parse_tracking(text: str, where: str = "<tracking>") -> Tracking:
                 raise TrackingConfigError(f"{at}: only one static number can be the default")
             default = number
     return Tracking(lease=lease, pool=tuple(pool), static=static, default_static=default)
+
+
+def _numbers(entry: object) -> list[str]:
+    """A number, or a range "+15555551000..+15555551999" of numbers."""
+    if not isinstance(entry, str):
+        raise ValueError(f"{entry!r} is not a phone number like +15555550100")
+    first, _, last = entry.partition("..")
+    for number in (first, last) if last else (first,):
+        if not _NUMBER.match(number):
+            raise ValueError(f"{number!r} is not a phone number like +15555550100")
+    if not last:
+        return [first]
+    if len(first) != len(last) or int(last.lstrip("+")) < int(first.lstrip("+")):
+        raise ValueError(f"{entry!r}: a range needs two numbers of one length, low to high")
+    plus = "+" if first.startswith("+") else ""
+    low, high = int(first.lstrip("+")), int(last.lstrip("+"))
+    if high - low >= 100_000:
+        raise ValueError(f"{entry!r}: more than 100000 numbers")
+    width = len(first.lstrip("+"))
+    return [f"{plus}{n:0{width}d}" for n in range(low, high + 1)]
 
 
 def load_tracking(path: str | Path | None = None) -> Tracking:

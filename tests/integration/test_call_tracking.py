@@ -242,3 +242,38 @@ def test_calls_are_held_while_redis_is_down_then_attributed(stack, stack_env, tm
         assert metric_sum(metrics, "funnel_redis_up") == 1
     finally:
         worker.stop()
+
+
+def test_demo_callers_lease_numbers_and_their_deals_inherit_the_touch(stack, stack_env, tmp_path):
+    """`make run`'s demo: live callers' pages lease numbers; calls carry only the number."""
+    env = tracking_env(stack_env, tmp_path)
+    settings = settings_for(env)
+    asyncio.run(Stack(settings).create_topics())
+    worker = WorkerProcess(env, free_port()).start()
+    try:
+        demo = subprocess.run(
+            [sys.executable, "-m", "stream", "demo", "--rate", "40", "--duration", "25"]
+            + ["--speed", "4", "--seed", "5", "--leases", f"{worker.url}/api/tracking-numbers"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert demo.returncode == 0, demo.stderr[-2000:]
+
+        def attributed() -> dict[str, float]:
+            metrics = worker.metrics()
+            return {
+                result: metric_sum(metrics, "funnel_attribution_total", type=kind, result=result)
+                for kind, result in (("call", "lease"), ("deal_stage", "call"))
+            }
+
+        got = wait_for(
+            lambda: (a := attributed())["lease"] > 0 and a["call"] > 0 and a,
+            60,
+            "demo calls attributed by lease and their deals by call",
+        )
+        assert metric_sum(worker.metrics(), "funnel_tracking_leases_total", kind="dynamic") > 0
+        print("attributed", got)
+    finally:
+        worker.stop()

@@ -24,6 +24,10 @@ def simulate(minutes: float, **options) -> list:
     return [decode(orjson.dumps(e), now=float("inf")) for e in events]
 
 
+def doc_funnel(name: str):
+    return next(f for f in load_funnels() if f.name == name)
+
+
 def conversion(engine: Engine, funnel_name: str, step: str, start: float, end: float) -> float:
     funnel = next(f for f in load_funnels() if f.name == funnel_name)
     doc = summarise(funnel, engine.sums(funnel_name, start, end), "w", None, None)
@@ -40,9 +44,10 @@ def run(events) -> Engine:
 def test_all_types_valid_at_about_the_asked_rate():
     events = simulate(10)  # decode() above raises on any invalid event
     kinds = Counter(e.type for e in events)
-    assert set(kinds) == {"visit", "signup", "cart", "call", "deal_stage"}
+    assert set(kinds) == {"visit", "signup", "cart", "call", "deal_stage", "spend"}
+    assert kinds["spend"] == 6  # one report per budgeted channel/campaign for the day
     expected = 40 * 600 * rhythm(START, 86400)  # the asked rate at this hour of the day
-    assert 0.8 * expected < len(events) < 1.2 * expected
+    assert 0.8 * expected < len(events) - kinds["spend"] < 1.2 * expected
     assert len({e.event_id for e in events}) == len(events)
     engine = run(events)
     shop = summarise(load_funnels()[0], engine.sums("shop", 0, float("inf")), "all", None, None)
@@ -51,6 +56,12 @@ def test_all_types_valid_at_about_the_asked_rate():
     sales = summarise(load_funnels()[1], engine.sums("sales", 0, float("inf")), "all", None, None)
     assert sales["won"] > 0 and sales["lost"] > 0 and sales["skipped"] > 0
     assert set(sales["lost_reasons"]) <= {"price", "timing", "competitor", "no budget", "no answer"}
+    # Money: purchases and won deals have amounts, ads cost something, ROMI is defined.
+    spend = engine.sums("_spend", 0, float("inf"))
+    for doc in (shop, sales):
+        doc = summarise(doc_funnel(doc["funnel"]), engine.sums(doc["funnel"], 0, float("inf")),
+                        "all", None, None, "period", None, spend)  # fmt: skip
+        assert doc["revenue"]["EUR"] > 0 and doc["spend"]["EUR"] > 0 and "EUR" in doc["romi"]
 
 
 def test_channels_convert_differently():
