@@ -339,6 +339,13 @@ class Traffic:
             **{k: v for k, v in base.items() if k != "manager"},
         }
         self._at(ts, {**common, "stage": "lead", "status": "open"})
+        if rng.random() < 0.85:  # the manager calls the lead back: lead response time
+            answered = rng.random() < 0.8
+            callback = {"type": "call", "call_id": f"cb{rng.getrandbits(40):010x}"}
+            callback.update(tracking_number="+15555550199", direction="outbound", deal_id=deal)
+            callback.update(manager=manager, answered=answered)
+            callback["duration_s"] = rng.randint(60, 900) if answered else 0
+            self._at(ts + self._later(30, 900) / skill, callback)
         position, t = 0, ts
         while position < len(STAGES) - 1:
             t += self._later(10, 90)

@@ -326,7 +326,70 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    return {b["uid"]: b for b in (overview, channels, sales, ops)}
+    money = _board(
+        "funnel-money",
+        "Funnel stream - revenue, spend and ROMI",
+        [FUNNEL_VAR, WINDOW_VAR],
+        [
+            _panel(
+                "bargauge",
+                "ROMI by channel",
+                f'funnel:romi:ratio{{{SEL}, breakdown="channel"}}',
+                "{{value}} ({{currency}})",
+                "percentunit",
+                description="(revenue - ad spend) / ad spend; revenue by first touch, spend "
+                "from ads.spend spread evenly over its day.",
+            ),
+            _panel(
+                "bargauge",
+                "ROMI by campaign",
+                f'funnel:romi:ratio{{{SEL}, breakdown="campaign"}}',
+                "{{value}} ({{currency}})",
+                "percentunit",
+            ),
+            _panel(
+                "bargauge",
+                "Revenue by channel",
+                f'funnel:revenue:sum{{{SEL}, breakdown="channel"}}',
+                "{{value}} ({{currency}})",
+            ),
+            _panel(
+                "bargauge",
+                "Ad spend by channel",
+                'funnel:ad_spend:sum{window="$window", breakdown="channel"}',
+                "{{value}} ({{currency}})",
+            ),
+            _panel(
+                "stat",
+                "Lead response (lead to first answered call, mean)",
+                "funnel:lead_response_seconds:avg",
+                "{{funnel}}",
+                "s",
+                w=8,
+                h=5,
+            ),
+            _panel(
+                "bargauge",
+                "Calls per manager (answered, missed inbound)",
+                'sum by (value, kind) (funnel_calls{window="$window", breakdown="manager", '
+                'kind=~"answered|missed"})',
+                "{{value}} {{kind}}",
+                w=8,
+                h=5,
+            ),
+            _panel(
+                "bargauge",
+                "Open pipeline amount by stage",
+                "sum by (stage, currency) (funnel_open_amount)",
+                "{{stage}} ({{currency}})",
+                w=8,
+                h=5,
+                description="Weight by stage probability for the forecast (the API's "
+                "forecast=1 does this).",
+            ),
+        ],
+    )
+    return {b["uid"]: b for b in (overview, channels, sales, money, ops)}
 
 
 def alerting(settings: Settings) -> dict[str, Any]:

@@ -145,7 +145,13 @@ def test_dashboards_use_only_defined_variables_and_recorded_ratios():
     from stream.grafana import dashboards
 
     boards = dashboards()
-    assert set(boards) == {"funnel-overview", "funnel-channels", "funnel-sales", "funnel-ops"}
+    assert set(boards) == {
+        "funnel-overview",
+        "funnel-channels",
+        "funnel-sales",
+        "funnel-money",
+        "funnel-ops",
+    }
     for board in boards.values():
         defined = {v["name"] for v in board["templating"]["list"]}
         ids = [p["id"] for p in board["panels"]]
