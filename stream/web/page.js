@@ -8,6 +8,17 @@ const $ = (id) => document.getElementById(id);
 
 const pct = (x) => (x === null || x === undefined ? "–" : (x * 100).toFixed(1) + "%");
 const num = (n) => Number(n).toLocaleString("en-US");
+// {currency: amount} -> "1,234.50 EUR"; currencies are never added up.
+const money = (m) => {
+  const parts = Object.entries(m || {}).map(([cur, v]) =>
+    `${Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })} ${cur}`);
+  return parts.length ? parts.join(" + ") : "–";
+};
+const ratios = (m) => {
+  const parts = Object.entries(m || {}).map(([cur, v]) => `${pct(v)}${Object.keys(m).length > 1 ? " " + cur : ""}`);
+  return parts.length ? parts.join(", ") : "–";
+};
+const figure = (id, value, name) => el("div", { class: "figure", id }, el("b", {}, value), el("span", {}, name));
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -97,6 +108,30 @@ function drawBars(doc, figures) {
   let overall = `Overall conversion ${pct(figures.overall_conversion)}`;
   if (doc.mode === "pipeline") overall += ` · closing rate ${pct(figures.closing_rate)} · win rate ${pct(figures.win_rate)}`;
   $("overall").textContent = overall;
+  drawMoney(doc, figures);
+}
+
+// ---- revenue, spend and ROMI of the shown funnel (and channel) ---------------
+
+function drawMoney(doc, figures) {
+  const box = $("money-figures");
+  box.replaceChildren();
+  box.append(figure("revenue", money(figures.revenue), doc.mode === "pipeline" ? "won revenue" : "revenue"));
+  if (doc.mode === "sequence") {
+    box.append(
+      figure("orders", num(figures.orders || 0), "orders"),
+      figure("aov", money(figures.average_order_value), "average order"),
+      figure("abandoned", pct(figures.abandoned_cart_rate), "abandoned carts"),
+      figure("repeat", pct(figures.repeat_purchase_rate), "repeat customers"),
+    );
+  }
+  if (figures.spend !== undefined) {
+    box.append(
+      figure("spend", money(figures.spend), "ad spend"),
+      figure("romi", ratios(figures.romi), "ROMI"),
+      figure("cac", money(figures.cac), doc.mode === "pipeline" ? "cost per won deal" : "cost per customer"),
+    );
+  }
 }
 
 function formatSeconds(x) {
@@ -138,6 +173,11 @@ function drawChannels(doc) {
   const total = el("tr", {}, el("td", {}, "overall"));
   for (const v of names) total.append(el("td", {}, pct(values[v].overall_conversion)));
   table.append(total);
+  for (const [label, key, fmt] of [["revenue", "revenue", money], ["ad spend", "spend", money], ["ROMI", "romi", ratios]]) {
+    const row = el("tr", { class: "money" }, el("td", {}, label));
+    for (const v of names) row.append(el("td", { "data-channel": v, "data-money": key }, fmt(values[v][key])));
+    table.append(row);
+  }
 }
 
 // ---- the sales pipeline ----------------------------------------------------
@@ -147,7 +187,7 @@ async function drawPipeline() {
   $("pipeline-card").hidden = !pipeline;
   if (!pipeline) return;
   const byManager = pipeline.breakdowns.includes("manager");
-  const doc = await getJSON(`/api/funnels/${pipeline.name}?` + query(byManager ? { breakdown: "manager" } : {}));
+  const doc = await getJSON(`/api/funnels/${pipeline.name}?` + query({ forecast: "1" }));
   let figures = doc;
   let label = "";
   if (state.channel && pipeline.breakdowns.includes("channel")) {
@@ -158,20 +198,32 @@ async function drawPipeline() {
   $("pipeline-title").textContent = `Sales pipeline ${pipeline.name}${label} (last ${state.window})`;
   const box = $("pipeline-figures");
   box.replaceChildren();
-  const figure = (id, value, name) => el("div", { class: "figure", id }, el("b", {}, value), el("span", {}, name));
+  const response = (figures.lead_response || {}).avg_s;
+  const forecast = doc.forecast || {};
   box.append(
     figure("closing-rate", pct(figures.closing_rate), "closing rate (won / leads)"),
     figure("win-rate", pct(figures.win_rate), "win rate (won / closed)"),
     figure("leads", num(figures.leads || 0), "leads"),
     figure("won", num(figures.won || 0), "won"),
     figure("lost", num(figures.lost || 0), "lost"),
+    figure("won-revenue", money(figures.revenue), "won revenue"),
+    figure("lead-response", response === null || response === undefined ? "–" : formatSeconds(response), "lead response (mean)"),
+    figure("weighted", money(forecast.weighted_value), `weighted open pipeline (${num(forecast.open_deals || 0)} deals)`),
+    figure("expected-wins", forecast.next_period && forecast.next_period.expected_wins !== null
+      ? num(Math.round(forecast.next_period.expected_wins)) : "–", "expected wins, next 7 days"),
   );
   const managers = $("managers");
-  managers.replaceChildren(el("tr", {}, el("th", {}, "manager"), el("th", {}, "leads"), el("th", {}, "won"),
-    el("th", {}, "lost"), el("th", {}, "closing"), el("th", {}, "win rate")));
-  for (const [name, m] of Object.entries((doc.breakdown || {}).manager || {})) {
-    managers.append(el("tr", { "data-manager": name }, el("td", {}, name), el("td", {}, num(m.leads)),
-      el("td", {}, num(m.won)), el("td", {}, num(m.lost)), el("td", {}, pct(m.closing_rate)), el("td", {}, pct(m.win_rate))));
+  managers.replaceChildren(el("tr", {}, ...["manager", "leads", "won", "closing", "revenue", "calls", "answered",
+    "missed in", "talk time", "lead response"].map((h) => el("th", {}, h))));
+  if (byManager) {
+    const rows = (await getJSON(`/api/managers?funnel=${pipeline.name}&` + query())).managers;
+    for (const m of rows) {
+      const lr = m.lead_response.avg_s;
+      managers.append(el("tr", { "data-manager": m.manager }, el("td", {}, m.manager), el("td", {}, num(m.leads)),
+        el("td", {}, num(m.won)), el("td", {}, pct(m.closing_rate)), el("td", {}, money(m.revenue)),
+        el("td", {}, num(m.calls)), el("td", {}, num(m.answered_calls)), el("td", {}, num(m.missed_inbound_calls)),
+        el("td", {}, formatSeconds(m.talk_time_s)), el("td", {}, lr === null ? "–" : formatSeconds(lr))));
+    }
   }
   const reasons = $("lost-reasons");
   reasons.replaceChildren();

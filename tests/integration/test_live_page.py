@@ -212,6 +212,20 @@ def test_live_page_shows_the_api_numbers_updates_and_flags_a_drop(stack, stack_e
         sales = http_json(f"{worker.url}/api/funnels/sales?window=1h")
         rate = "–" if sales["closing_rate"] is None else f"{sales['closing_rate'] * 100:.1f}%"
         wait_for(lambda: page.inner_text("#closing-rate b") == rate, 10, "closing rate shown")
+        # Money: the shop's revenue and ROMI, and one manager row per manager of the API.
+        shop = http_json(f"{worker.url}/api/funnels/shop?window=1h")
+        revenue = " + ".join(f"{v:,.2f} {cur}" for cur, v in shop["revenue"].items()) or "–"
+        assert revenue != "–", "the demo's purchases have values"
+        wait_for(lambda: page.inner_text("#revenue b") == revenue, 10, "revenue shown")
+        romi = ", ".join(f"{v * 100:.1f}%" for v in shop["romi"].values()) or "–"
+        wait_for(lambda: page.inner_text("#romi b") == romi, 10, "ROMI shown")
+        managers = http_json(f"{worker.url}/api/managers?window=1h")["managers"]
+        rows = "#managers tr[data-manager]"
+        wait_for(
+            lambda: page.eval_on_selector_all(rows, "r => r.length") == len(managers) > 0,
+            10,
+            "a row per manager",
+        )
 
         # New events appear within seconds, without reloading.
         visits = shown(page)["visit"]
