@@ -11,6 +11,7 @@ from stream.funnels import Funnel
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "all": None}
 MAX_PARAM = 64
 MAX_TREND_POINTS = 96
+MAX_CARTS = 1000
 
 
 class BadQuery(ValueError):
@@ -98,3 +99,21 @@ def trend_ranges(params: dict[str, str], now: float, bucket: float) -> list[tupl
 def iso(ts: float) -> str:
     """Event time as RFC 3339 UTC, the form the API takes in from/to."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_cart_query(params: dict[str, str]) -> tuple[float, int]:
+    """``hours`` (default 24, up to 35 days) and ``limit`` (default 100) of the
+    abandoned carts list."""
+    try:
+        hours = float(params.get("hours", "24")[:MAX_PARAM])
+    except ValueError:
+        raise BadQuery("hours", f"hours={params.get('hours')!r}; use a number of hours") from None
+    if not 0 < hours <= 24 * 35:
+        raise BadQuery("hours", f"hours={hours:g}; use more than 0 and at most {24 * 35}")
+    try:
+        limit = int(params.get("limit", "100")[:MAX_PARAM])
+    except ValueError:
+        raise BadQuery("limit", f"limit={params.get('limit')!r}; use a whole number") from None
+    if not 1 <= limit <= MAX_CARTS:
+        raise BadQuery("limit", f"limit={limit}; use 1 to {MAX_CARTS}")
+    return hours, limit

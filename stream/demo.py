@@ -463,6 +463,11 @@ async def produce(
         await producer.stop()
         if lessor is not None:
             await lessor.close()
+            print(
+                f"\ndemo: {lessor.leased} tracking numbers leased, {lessor.failed} lease requests "
+                f"failed, {len(lessor.calls)} calls made to leased numbers",
+                file=sys.stderr,
+            )
         if copy is not None:
             copy.close()
         _progress(sent, time.monotonic() - started, traffic, end="\n")
@@ -480,7 +485,7 @@ class Lessor:
         self.http = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=2))
         self.numbers: dict[str, str] = {}  # session -> leased number
         self.calls: set[str] = set()  # calls made to a leased number
-        self.failed = 0
+        self.leased = self.failed = 0
 
     async def apply(self, event: dict[str, Any], live: bool) -> dict[str, Any] | None:
         kind = event["type"]
@@ -490,6 +495,7 @@ class Lessor:
                 async with self.http.post(self.url, json=body) as resp:
                     if resp.status == 200:
                         self.numbers[event["session_id"]] = (await resp.json())["number"]
+                        self.leased += 1
                     else:
                         self.failed += 1
             except Exception:  # noqa: BLE001 - the worker is optional for the demo

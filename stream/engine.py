@@ -66,6 +66,7 @@ SPEND = Funnel(
     breakdowns=("channel", "campaign"),
 )
 LEDGERS = (CALLS, SPEND)
+LEDGER_TYPES = {"calls": "call", "spend": "spend"}  # ledger mode -> the events it counts
 
 
 def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_BOUNDS) -> str:
@@ -297,8 +298,8 @@ class Engine:
         return True
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
-        if funnel.mode in ("calls", "spend"):
-            return event.type == funnel.mode.removesuffix("s")
+        if funnel.mode in LEDGER_TYPES:
+            return event.type == LEDGER_TYPES[funnel.mode]
         if getattr(event, funnel.entity, None) is None:
             return False
         if funnel.mode == "pipeline":
@@ -512,6 +513,47 @@ class Engine:
         self.watermark = watermark
 
     # ---- read -----------------------------------------------------------------
+
+    def abandoned_carts(
+        self, funnel: Funnel, cart_step: int, since: float, limit: int
+    ) -> list[dict[str, Any]]:
+        """Entities whose latest attempt reached ``cart_step`` at or after ``since``
+        and not the last step: carts to win back (newest first, at most ``limit``).
+
+        Only entities still in the engine (within the funnel's window plus the
+        allowed lateness) can be listed: older ones can no longer buy in that
+        attempt anyway.
+        """
+        last = len(funnel.steps) - 1
+        cart = funnel.steps[cart_step]
+        out = []
+        for entity, journey in self.journeys[funnel.name].items():
+            attempts = sequence_attempts(funnel, journey.items)
+            if not attempts:
+                continue
+            attempt = attempts[-1]
+            if not cart_step <= attempt["level"] < last or attempt["times"][cart_step] < since:
+                continue
+            adds = [
+                i.event for i in journey.items if i.ts >= attempt["t0"] and cart.matches(i.event)
+            ]
+            values: Counter[str] = Counter()
+            for ev in adds:
+                if getattr(ev, "value", None) is not None:
+                    values[ev.currency or funnel.currency] += cents(ev.value)
+            out.append(
+                {
+                    "entity": entity,
+                    "added_at": attempt["times"][cart_step],
+                    "last_event_at": journey.newest,
+                    "step_reached": funnel.steps[attempt["level"]].name,
+                    "cart_id": getattr(adds[-1], "cart_id", None) if adds else None,
+                    "value": {c: v / CENTS for c, v in sorted(values.items())},
+                    **attempt["attr"],
+                }
+            )
+        out.sort(key=lambda c: (-c["added_at"], c["entity"]))
+        return out[:limit]
 
     def sums(
         self, funnel: str, start: float, end: float, view: str = "period"

@@ -865,35 +865,103 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     counters_topic = counters_table.changelog_topic.get_topic_name()
 
-    async def cluster_sums(
-        name: str, start: float, end: float, view: str
-    ) -> tuple[Counter, list[int]]:
-        """Sums over all partitions: this worker's own plus every peer's (stream/cluster.py)."""
-        own = sorted(owned_partitions())
-        sums = owned_sums(name, start, end, view)
+    async def peer_answers(path: str, params: dict[str, str]) -> tuple[list[list[int]], list]:
+        """Ask every other worker ``path``; the partitions each answered for (own
+        first) and their JSON answers (stream/cluster.py)."""
         metadata = app.router.table_metadata(counters_table.name)
         peers = cluster.peers_of(metadata, counters_topic, str(app.conf.canonical_url))
-        params = {"start": repr(start), "end": repr(end), "view": view}
 
         async def ask(url: str) -> dict:
             async with app.http_client.get(
-                f"{url}/api/partials/{name}",
-                params=params,
-                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT),
+                f"{url}{path}", params=params, timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT)
             ) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"{url} answered {resp.status}")
                 return await resp.json()
 
-        answered = [own]
+        answered, answers = [sorted(owned_partitions())], []
         results = await asyncio.gather(*(ask(u) for u in peers), return_exceptions=True)
         for url, result in zip(peers, results, strict=True):
             if isinstance(result, BaseException):
                 log.info("peer did not answer", extra={"peer": url, "error": str(result)})
                 continue
             answered.append(result["partitions"])
-            sums.update(cluster.decode_sums(result["sums"]))
+            answers.append(result)
+        return answered, answers
+
+    async def cluster_sums(
+        name: str, start: float, end: float, view: str
+    ) -> tuple[Counter, list[int]]:
+        """Sums over all partitions: this worker's own plus every peer's (stream/cluster.py)."""
+        sums = owned_sums(name, start, end, view)
+        params = {"start": repr(start), "end": repr(end), "view": view}
+        answered, answers = await peer_answers(f"/api/partials/{name}", params)
+        for answer_ in answers:
+            sums.update(cluster.decode_sums(answer_["sums"]))
         return sums, cluster.missing_partitions(settings.partitions, answered)
+
+    def owned_carts(funnel: Any, since: float, limit: int) -> list[dict]:
+        step = money.cart_step(funnel)
+        carts = []
+        for p in owned_partitions():
+            carts += engine_for(p).abandoned_carts(funnel, step, since, limit)
+        return carts
+
+    @app.page("/api/carts/abandoned")
+    async def abandoned_carts(web, request):  # noqa: ANN001
+        """Carts added in the last ``hours`` and not bought, newest first: for remarketing."""
+        params = dict(request.query)
+        shops = [f for f in funnels if f.mode == "sequence" and money.cart_step(f) is not None]
+        name = params.get("funnel", shops[0].name if shops else "")
+        funnel = by_name.get(name)
+        if funnel not in shops:
+            return web.json(
+                {
+                    "error": f"funnel={name!r}: use a sequence funnel with a cart add step",
+                    "parameter": "funnel",
+                    "known": [f.name for f in shops],
+                },
+                status=400,
+            )
+        try:
+            hours, limit = api.parse_cart_query(params)
+        except api.BadQuery as exc:
+            return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
+        if not ready():
+            return answer(web, {"error": "worker catching up; retry"}, 503)
+        since = time.time() - hours * 3600
+        carts = owned_carts(funnel, since, limit)
+        q = {"funnel": funnel.name, "since": repr(since), "limit": str(limit)}
+        answered, answers = await peer_answers("/api/partials-carts", q)
+        missing = cluster.missing_partitions(settings.partitions, answered)
+        if missing:
+            return answer(web, {"error": f"partitions {missing} not answered yet; retry"}, 503)
+        for answer_ in answers:
+            carts += answer_["carts"]
+        carts.sort(key=lambda c: (-c["added_at"], c["entity"]))
+        for cart in carts[:limit]:
+            cart["added_at"] = api.iso(cart["added_at"])
+            cart["last_event_at"] = api.iso(cart["last_event_at"])
+        body = {"funnel": funnel.name, "hours": hours, "entity": funnel.entity}
+        return web.json({**body, "count": len(carts), "carts": carts[:limit]})
+
+    @app.page("/api/partials-carts")
+    async def partial_carts(web, request):  # noqa: ANN001
+        """Abandoned carts of this worker's own partitions, for a peer's query."""
+        funnel = by_name.get(request.query.get("funnel", ""))
+        try:
+            since = float(request.query.get("since", "")[: api.MAX_PARAM])
+            limit = int(request.query.get("limit", "100")[: api.MAX_PARAM])
+        except ValueError:
+            return web.json(
+                {"error": "since/limit must be numbers", "parameter": "since"}, status=400
+            )
+        if funnel is None or money.cart_step(funnel) is None:
+            return web.json({"error": "unknown funnel", "parameter": "funnel"}, status=404)
+        if not ready():
+            return web.json({"error": "worker catching up"}, status=503)
+        carts = owned_carts(funnel, since, min(limit, api.MAX_CARTS))
+        return web.json({"partitions": sorted(owned_partitions()), "carts": carts})
 
     @app.page("/api/partials/{name}")
     async def partials(web, request, name):  # noqa: ANN001

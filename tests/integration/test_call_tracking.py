@@ -21,6 +21,7 @@ from tests.integration.test_contract import read_topic
 from tests.support import (
     WorkerProcess,
     free_port,
+    http_get,
     http_json,
     metric_sum,
     settings_for,
@@ -118,6 +119,11 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
             producer.deal_stage(
                 "d1", "won", status="won", amount=1500, currency="USD", occurred_at=iso(now + 170)
             )
+            producer.visit("v5", occurred_at=iso(now - 50), channel="social", campaign="video")
+            producer.signup("v5", "u5", occurred_at=iso(now - 40))
+            producer.cart(
+                "v5", "add", cart_id="k5", value=49.9, currency="USD", occurred_at=iso(now)
+            )
             today = datetime.fromtimestamp(now, UTC).date().isoformat()
             producer.spend("paid", today, 300, "USD", campaign="winter-sale")
 
@@ -161,8 +167,21 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
         assert (ann["talk_time_s"], ann["leads"], ann["won"]) == (395, 1, 1)
         assert ann["revenue"] == {"USD": 1500.0} and ann["lead_response"]["avg_s"] == 120.0
 
+        # Remarketing: the cart added and not bought, with its first touch.
+        carts = wait_for(
+            lambda: (c := http_json(f"{worker.url}/api/carts/abandoned?hours=1"))["count"] and c,
+            30,
+            "the abandoned cart to be listed",
+        )
+        assert [c["entity"] for c in carts["carts"]] == ["v5"], carts
+        cart = carts["carts"][0]
+        assert (cart["channel"], cart["campaign"], cart["cart_id"]) == ("social", "video", "k5")
+        assert cart["value"] == {"USD": 49.9}
+        status, _ = http_get(f"{worker.url}/api/carts/abandoned?hours=-1")
+        assert status == 400
+
         # The attribution travels in the normalised event: a replay needs no Redis.
-        events = asyncio.run(read_topic(settings.kafka_bootstrap, settings.events_topic, 7))
+        events = asyncio.run(read_topic(settings.kafka_bootstrap, settings.events_topic, 9))
         calls = [orjson.loads(m.value) for m in events if b'"call_id":"c1"' in m.value]
         assert calls and all(c["campaign"] == "winter-sale" for c in calls), calls
         assert calls[0]["visitor_id"] == "v1" and calls[0]["keyword"] == "red boots"
@@ -246,13 +265,15 @@ def test_calls_are_held_while_redis_is_down_then_attributed(stack, stack_env, tm
 
 def test_demo_callers_lease_numbers_and_their_deals_inherit_the_touch(stack, stack_env, tmp_path):
     """`make run`'s demo: live callers' pages lease numbers; calls carry only the number."""
-    env = tracking_env(stack_env, tmp_path)
+    path = tmp_path / "tracking.toml"
+    path.write_text('[tracking]\nlease = "10m"\npool = ["+15555552000..+15555552199"]\n')
+    env = unique_env(stack_env, FUNNEL_TRACKING=str(path))
     settings = settings_for(env)
     asyncio.run(Stack(settings).create_topics())
     worker = WorkerProcess(env, free_port()).start()
     try:
         demo = subprocess.run(
-            [sys.executable, "-m", "stream", "demo", "--rate", "40", "--duration", "25"]
+            [sys.executable, "-m", "stream", "demo", "--rate", "40", "--duration", "40"]
             + ["--speed", "4", "--seed", "5", "--leases", f"{worker.url}/api/tracking-numbers"],
             env=env,
             capture_output=True,
@@ -268,10 +289,12 @@ def test_demo_callers_lease_numbers_and_their_deals_inherit_the_touch(stack, sta
                 for kind, result in (("call", "lease"), ("deal_stage", "call"))
             }
 
+        print(demo.stderr[-300:])
         got = wait_for(
             lambda: (a := attributed())["lease"] > 0 and a["call"] > 0 and a,
             60,
-            "demo calls attributed by lease and their deals by call",
+            f"demo calls attributed by lease and their deals by call ({attributed()}); "
+            f"demo said: {demo.stderr[-300:]}",
         )
         assert metric_sum(worker.metrics(), "funnel_tracking_leases_total", kind="dynamic") > 0
         print("attributed", got)

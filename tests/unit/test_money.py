@@ -167,6 +167,7 @@ def stream_docs(events: list) -> dict:
     cohort = engine.sums("sales", *everything, view="cohort")
     docs["forecast"] = money.forecast(SALES, cohort, engine.sums("sales", *everything), "all")
     docs["managers"] = money.manager_rows(engine.sums("_calls", *everything), sums, SALES)
+    docs["abandoned"] = engine.abandoned_carts(SHOP, money.cart_step(SHOP), float("-inf"), 10**6)
     return docs
 
 
@@ -195,6 +196,13 @@ def test_money_figures_equal_a_batch_computation(seed, visitors, deals):
     if truth["carts"]:
         bought = len({vid for vid in orders_by})
         assert close(shop["abandoned_cart_rate"], 1 - bought / len(truth["carts"]))
+    # The remarketing list: exactly the visitors who added to a cart and never bought.
+    listed = {c["entity"]: c for c in docs["abandoned"]}
+    assert set(listed) == set(truth["carts"]) - set(orders_by)
+    touch = {vid: (channel, campaign) for vid, channel, campaign in truth["visitors"]}
+    for vid, cart in listed.items():
+        assert (cart["channel"], cart["campaign"]) == (touch[vid][0], touch[vid][1] or "unknown")
+        assert cart["value"] == {"EUR": 10.0} and cart["step_reached"] == "cart"
     if truth["orders"]:
         assert close(shop["average_order_value"]["EUR"], revenue / len(truth["orders"]))
 

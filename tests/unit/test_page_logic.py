@@ -107,3 +107,19 @@ def test_page_files_are_served_by_name_only():
     assert page.asset("page.css")[1] == "text/css"
     for bad in ["../config.py", "web/page.js", "missing.js", "funnels.toml", ""]:
         assert page.asset(bad) is None, bad
+
+
+def test_abandoned_cart_query_defaults_and_bad_parameters():
+    assert api.parse_cart_query({}) == (24.0, 100)
+    assert api.parse_cart_query({"hours": "2.5", "limit": "7"}) == (2.5, 7)
+    for params, parameter in (
+        ({"hours": "0"}, "hours"),
+        ({"hours": "x"}, "hours"),
+        ({"hours": str(24 * 36)}, "hours"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "many"}, "limit"),
+    ):
+        with pytest.raises(api.BadQuery) as err:
+            api.parse_cart_query(params)
+        assert err.value.parameter == parameter
