@@ -36,7 +36,8 @@ def _stored(item: Item) -> str:
 def dump_journey(journey: Journey) -> dict[str, Any]:
     return {
         "items": [[i.ts, i.event_id, _stored(i)] for i in journey.items],
-        "contrib": [[list(k), n] for k, n in journey.contributions.items()],
+        # (key tuple, n) pairs: orjson writes them as [[...], n] without a Python copy.
+        "contrib": list(journey.contributions.items()),
         "newest": journey.newest,
     }
 
