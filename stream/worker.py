@@ -30,6 +30,7 @@ import logging
 import os
 import sys
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -166,6 +167,15 @@ def late_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
         header(msg, "src_partition") or msg.partition,
         header(msg, "src_offset") or msg.offset,
     )
+
+
+def redacted_url(url: str) -> str:
+    """A URL fit for logs: any password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def header(msg: Any, name: str) -> str | None:
@@ -428,7 +438,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     log.warning(
                         "Redis unavailable: holding call and deal events until it is back",
                         extra={
-                            "redis": settings.redis_url,
+                            "redis": redacted_url(settings.redis_url),
                             "error": str(exc),
                             "tp": str(msg.tp),
                             "offset": msg.offset,
@@ -460,7 +470,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             await store.sync_pool()
             pool_synced.append(True)
             REDIS_UP.set(1)
-        except RedisError as exc:  # the pool is synced by the next lease request's error path
+        except RedisError as exc:  # then the first lease request syncs it
             REDIS_UP.set(0)
             log.warning("Redis unavailable at start", extra={"error": str(exc)})
 

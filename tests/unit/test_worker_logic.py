@@ -2,7 +2,7 @@ import pytest
 
 from stream import dedup
 from stream.events import parse_timestamp
-from stream.worker import minute_bucket
+from stream.worker import minute_bucket, redacted_url
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,9 @@ def test_json_log_lines_survive_non_string_keys_and_odd_values():
     )
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "batch" and line["ranges"] == {"0": [1, 2]}
+
+
+def test_redis_passwords_never_reach_the_logs():
+    assert redacted_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redacted_url("rediss://user:pw@h/1") == "rediss://user:***@h/1"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
