@@ -263,7 +263,7 @@ def _groups(funnel: Funnel, got: Sums) -> list[tuple[str, str, Sums]]:
     groups = [("", "", got)]
     for dim in funnel.breakdowns:
         capped = capped_values(funnel, got, "reached", dim)
-        for value in sorted({v for (m, _, _, v) in capped if m == "reached"}):
+        for value in sorted({v for (_m, _, _, v) in capped}):
             groups.append((dim, value, capped))
     return groups
 

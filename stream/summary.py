@@ -156,7 +156,10 @@ def _capped_spend(funnel: Funnel, spend: Sums, dim: str, kept: set[str]) -> tupl
 
 def capped_values(funnel: Funnel, sums: Sums, metric: str, dim: str) -> Sums:
     """One dimension's sums with only its top N values by step-1 count; the rest `other`."""
-    entering = Counter(
+    # Ranked by step-1 entries; a value with none in the range (its revenue or a
+    # later step came from attempts that entered before) still gets a place.
+    entering: Counter[str] = Counter({v: 0 for (_m, _s, d, v) in sums if d == dim})
+    entering.update(
         {v: n for (m, step, d, v), n in sums.items() if m == metric and step == 0 and d == dim}
     )
     top = [v for v, _ in sorted(entering.items(), key=lambda kv: (-kv[1], kv[0]))]

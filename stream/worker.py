@@ -764,7 +764,10 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             REDIS_UP.set(1)
             LEASES.labels(kind=got["kind"]).inc()
             if got["kind"] == "static":
-                POOL_EXHAUSTED.labels(source=lease.get("source") or "unknown").inc()
+                # The page sends any text as source: only configured ones become labels.
+                source = lease.get("source") or "unknown"
+                known = {t.get("source") for t in tracking.static.values()}
+                POOL_EXHAUSTED.labels(source=source if source in known else "other").inc()
             return self.json(got)
 
     @app.page("/api/managers")

@@ -134,3 +134,65 @@ def test_expire_before_any_event_is_a_no_op():
     engine = Engine(FUNNELS)
     assert engine.expire() == 0
     assert engine.take_changes() == ({}, {})
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10**9), n=st.integers(5, 120))
+def test_money_gauges_equal_the_api_documents(seed, n):
+    from stream import money
+
+    events = generate(seed, n, 0.1, 0.0)
+    engine = run_engine(events)
+    now = max(e.ts for e in events) + 1
+    families = funnel_families(FUNNELS, reader(engine), {}, now, WINDOWS)
+    revenue = samples(families, "funnel_revenue")
+    spend = samples(families, "funnel_ad_spend")
+    calls = samples(families, "funnel_calls")
+    for window, span in WINDOWS.items():
+        paid = money.spend_in(lambda a, b: engine.sums("_spend", a, b), now - span, now)
+        for f in FUNNELS:
+            sums = engine.sums(f.name, now - span, float("inf"))
+            doc = summarise(f, sums, window, None, None, "period", "channel", paid)
+            for cur, amount in doc["revenue"].items():
+                key = (("breakdown", ""), ("currency", cur), ("funnel", f.name), ("value", ""))
+                assert revenue[(*key, ("window", window))] == amount
+            for value, figures in doc["breakdown"]["channel"].items():
+                for cur, amount in figures["revenue"].items():
+                    key = (("breakdown", "channel"), ("currency", cur), ("funnel", f.name))
+                    assert revenue[(*key, ("value", value), ("window", window))] == amount
+        for cur, amount in money.amounts(paid, "spend").items():
+            key = (("breakdown", ""), ("currency", cur), ("value", ""), ("window", window))
+            assert spend[key] == amount
+        ledger = engine.sums("_calls", now - span, float("inf"))
+        key = (("breakdown", ""), ("kind", "calls"), ("value", ""), ("window", window))
+        assert calls.get(key, 0) == money.total(ledger, "calls")
+
+
+def test_no_id_hash_or_session_ever_becomes_a_metric_label():
+    """DESIGN.md section 3: nothing personal becomes a label. The demo's events carry
+    visitor, user, session, call, deal and order ids and caller hashes; none may
+    appear among the label values the worker exports."""
+    from stream.demo import Traffic
+    from stream.funnels import load_funnels
+
+    start = 1_800_000_000.0
+    traffic = Traffic(seed=4, rate=60.0, start=start)
+    docs = []
+    for second in range(1, 601):
+        docs += traffic.due(start + second)
+    personal = {
+        d[k]
+        for d in docs
+        for k in ("visitor_id", "user_id", "session_id", "call_id", "deal_id", "order_id")
+        + ("caller_hash", "cart_id")
+        if d.get(k)
+    }
+    assert len(personal) > 1000
+    funnels = load_funnels()
+    engine = Engine(funnels, lateness=3600)
+    for d in docs:
+        engine.process(decode(orjson.dumps(d), now=float("inf")))
+    families = funnel_families(funnels, reader(engine), {}, start + 601, WINDOWS)
+    labels = {v for family in families for s in family.samples for v in s.labels.values()}
+    assert len(labels) > 50
+    assert labels.isdisjoint(personal), sorted(labels & personal)[:5]
