@@ -79,16 +79,11 @@ def baseline_range(query: Query, long_window_s: float) -> tuple[float, float]:
 
 def trend_ranges(params: dict[str, str], now: float, bucket: float) -> list[tuple[float, float]]:
     """``hours`` (default 6) split into ``points`` (default 24) ranges on bucket boundaries."""
-    try:
-        hours = float(params.get("hours", "6")[:MAX_PARAM])
-    except ValueError:
-        raise BadQuery("hours", f"hours={params.get('hours')!r}; use a number of hours") from None
+    hours = parse_hours(params, "6")
     try:
         points = int(params.get("points", "24")[:MAX_PARAM])
     except ValueError:
         raise BadQuery("points", f"points={params.get('points')!r}; use a whole number") from None
-    if not 0 < hours <= 24 * 35:
-        raise BadQuery("hours", f"hours={hours:g}; use more than 0 and at most {24 * 35}")
     if not 1 <= points <= MAX_TREND_POINTS:
         raise BadQuery("points", f"points={points}; use 1 to {MAX_TREND_POINTS}")
     step = max(bucket, (hours * 3600 / points) // bucket * bucket)
@@ -104,12 +99,7 @@ def iso(ts: float) -> str:
 def parse_cart_query(params: dict[str, str]) -> tuple[float, int]:
     """``hours`` (default 24, up to 35 days) and ``limit`` (default 100) of the
     abandoned carts list."""
-    try:
-        hours = float(params.get("hours", "24")[:MAX_PARAM])
-    except ValueError:
-        raise BadQuery("hours", f"hours={params.get('hours')!r}; use a number of hours") from None
-    if not 0 < hours <= 24 * 35:
-        raise BadQuery("hours", f"hours={hours:g}; use more than 0 and at most {24 * 35}")
+    hours = parse_hours(params, "24")
     try:
         limit = int(params.get("limit", "100")[:MAX_PARAM])
     except ValueError:
@@ -117,3 +107,24 @@ def parse_cart_query(params: dict[str, str]) -> tuple[float, int]:
     if not 1 <= limit <= MAX_CARTS:
         raise BadQuery("limit", f"limit={limit}; use 1 to {MAX_CARTS}")
     return hours, limit
+
+
+def parse_hours(params: dict[str, str], default: str) -> float:
+    """``hours``: more than 0, at most the 35 days counters are kept by default."""
+    try:
+        hours = float(params.get("hours", default)[:MAX_PARAM])
+    except ValueError:
+        raise BadQuery("hours", f"hours={params.get('hours')!r}; use a number of hours") from None
+    if not 0 < hours <= 24 * 35:
+        raise BadQuery("hours", f"hours={hours:g}; use more than 0 and at most {24 * 35}")
+    return hours
+
+
+def pick_funnel(params: dict[str, str], candidates: list[Funnel], what: str) -> Funnel:
+    """The ``funnel`` parameter among ``candidates`` (default: the first)."""
+    name = params.get("funnel", candidates[0].name if candidates else "")
+    for funnel in candidates:
+        if funnel.name == name:
+            return funnel
+    known = [f.name for f in candidates]
+    raise BadQuery("funnel", f"funnel={name[:MAX_PARAM]!r}: use {what}: {known}")

@@ -776,18 +776,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         closing rate and revenue (``funnel``: a pipeline; default the first)."""
         params = dict(request.query)
         pipelines = [f for f in funnels if f.mode == "pipeline" and "manager" in f.breakdowns]
-        name = params.get("funnel", pipelines[0].name if pipelines else "")
-        funnel = by_name.get(name)
-        if funnel is None or funnel not in pipelines:
-            return web.json(
-                {
-                    "error": f"funnel={name!r}: use a pipeline broken down by manager",
-                    "parameter": "funnel",
-                    "known": [f.name for f in pipelines],
-                },
-                status=400,
-            )
         try:
+            funnel = api.pick_funnel(params, pipelines, "a pipeline broken down by manager")
             query = api.parse_query(params, funnel, time.time())
         except api.BadQuery as exc:
             return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)
@@ -925,18 +915,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         """Carts added in the last ``hours`` and not bought, newest first: for remarketing."""
         params = dict(request.query)
         shops = [f for f in funnels if f.mode == "sequence" and money.cart_step(f) is not None]
-        name = params.get("funnel", shops[0].name if shops else "")
-        funnel = by_name.get(name)
-        if funnel not in shops:
-            return web.json(
-                {
-                    "error": f"funnel={name!r}: use a sequence funnel with a cart add step",
-                    "parameter": "funnel",
-                    "known": [f.name for f in shops],
-                },
-                status=400,
-            )
         try:
+            funnel = api.pick_funnel(params, shops, "a sequence funnel with a cart add step")
             hours, limit = api.parse_cart_query(params)
         except api.BadQuery as exc:
             return web.json({"error": str(exc), "parameter": exc.parameter}, status=400)

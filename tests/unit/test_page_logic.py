@@ -123,3 +123,14 @@ def test_abandoned_cart_query_defaults_and_bad_parameters():
         with pytest.raises(api.BadQuery) as err:
             api.parse_cart_query(params)
         assert err.value.parameter == parameter
+
+
+def test_funnel_parameter_picks_among_the_candidates():
+    shop, sales = load_funnels()
+    assert api.pick_funnel({}, [sales], "a pipeline") is sales
+    assert api.pick_funnel({"funnel": "shop"}, [shop, sales], "any") is shop
+    with pytest.raises(api.BadQuery) as err:
+        api.pick_funnel({"funnel": "shop"}, [sales], "a pipeline broken down by manager")
+    assert err.value.parameter == "funnel" and "['sales']" in str(err.value)
+    with pytest.raises(api.BadQuery):
+        api.pick_funnel({}, [], "a pipeline")
