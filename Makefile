@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode bench-scale bench-latency k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode bench-scale bench-peer bench-latency k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-decode: install
 BENCH_EVENTS ?= 200000
 bench-scale: install
 	$(PY) -m bench.scale --events $(BENCH_EVENTS)
+
+## make bench-peer: one and two workers vs the Quix Streams peer and the raw consumer, same run
+bench-peer: install
+	$(PY) -m bench.scale --events $(BENCH_EVENTS) --workers 1,2 --peer
 
 ## make bench-latency: produce -> visible in the API at 500, 1000, 5000 events/s (dev stack)
 bench-latency: install

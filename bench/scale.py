@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -194,11 +195,40 @@ def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
     }
 
 
+QUIX_VENV = REPO / "bench" / ".quix-venv"
+QUIX_VERSION = "3.28.1"
+
+
+def run_quix_peer(settings: Settings, total: int, tag: str) -> dict:
+    """The Quix Streams peer (bench/quix_peer.py) on the same topics, in its own venv."""
+    python = QUIX_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {QUIX_VENV} (quixstreams=={QUIX_VERSION} from PyPI)", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"]
+        subprocess.run(pip, check=True)
+    topics = [t for kind, t in settings.topics.items() if kind != "spend"]  # spend: empty here
+    print("quix streams peer: running", file=sys.stderr, flush=True)
+    run = subprocess.run(
+        [str(python), str(REPO / "bench" / "quix_peer.py"), settings.kafka_bootstrap]
+        + [f"bench-quix-{tag}", str(total), *topics],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    if run.returncode != 0:
+        raise RuntimeError(f"quix peer failed:\n{run.stderr[-3000:]}")
+    return {"version": QUIX_VERSION, **json.loads(run.stdout.strip().splitlines()[-1])}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--workers", default="1,2,3", help="worker counts, comma separated")
+    parser.add_argument(
+        "--peer", action="store_true", help="also run the Quix Streams peer (bench/quix_peer.py)"
+    )
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:6]
     env = {
@@ -216,10 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(produce(settings, docs))
     raw = asyncio.run(raw_consumer(settings, len(docs)))
     runs = [run_workers(env, int(n), len(docs), tag) for n in args.workers.split(",")]
+    peer = run_quix_peer(settings, len(docs), tag) if args.peer else None
     for run in runs:
         run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
         one = runs[0]["events_per_s"]
         run["speedup_vs_first"] = round(run["events_per_s"] / one, 2)
+        if peer:
+            run["ratio_vs_quix_peer"] = round(run["events_per_s"] / peer["events_per_s"], 2)
     entities = {d.get("visitor_id") or d.get("deal_id") or d.get("call_id") for d in docs}
     figures = {
         "events": len(docs),
@@ -229,13 +262,22 @@ def main(argv: list[str] | None = None) -> int:
         "raw_consumer": raw,
         "workers": runs,
     }
-    path = write_result("scale", figures)
+    if peer:
+        peer["ratio_vs_raw"] = round(peer["events_per_s"] / raw["events_per_s"], 4)
+        figures["quix_streams_peer"] = peer
+    path = write_result("scale-with-peer" if peer else "scale", figures)
     print(f"\nraw consumer (read + decode): {raw['events_per_s']:>8} events/s")
     for run in runs:
         print(
             f"{run['workers']} worker(s): {run['events_per_s']:>8} events/s  "
             f"x{run['ratio_vs_raw']} of raw  x{run['speedup_vs_first']} of one worker  "
             f"start-up {run['startup_s']}s  rss {run['rss_mb']} MB"
+        )
+    if peer:
+        print(
+            f"quix streams peer: {peer['events_per_s']:>8} events/s  "
+            f"x{peer['ratio_vs_raw']} of raw "
+            f"(one worker x{runs[0]['ratio_vs_quix_peer']} of the peer)"
         )
     print(f"results: {path}")
     return 0
