@@ -1,0 +1,136 @@
+"""Recovery: how long a restarted worker takes to answer again with N journeys in its tables.
+
+    python -m bench.recovery [--journeys 100000]
+
+Uses the local stack (`funnel stack up`). Sends N visits of N new visitors
+(N journeys, N de-dup ids) to fresh topics, lets one worker count them all,
+stops it, and starts a new worker with the same app id: its tables come back
+from their changelog topics (`memory://` store). Figures: the time from the
+new worker's start to /health/ready and to the API answering N visits, and
+the changelog records it read. Results: bench/results/recovery.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import orjson
+
+from bench.common import write_result
+from stream.producer import FunnelProducer
+from stream.progress import Progress
+from stream.stack import Stack
+from tests.support import REPO, WorkerProcess, free_port, http_get, http_json, settings_for
+
+
+def visits(n: int) -> list[dict]:
+    now = time.time()
+    return [
+        {
+            "event_id": f"r{i}",
+            "type": "visit",
+            "occurred_at": datetime.fromtimestamp(now - 300 + 300 * i / n, UTC).isoformat(),
+            "visitor_id": f"v{i}",
+            "channel": ("search", "social", "email", "direct", "paid")[i % 5],
+        }
+        for i in range(n)
+    ]
+
+
+async def produce(settings, docs: list[dict]) -> None:
+    progress = Progress(len(docs), "producing", "events")
+    async with FunnelProducer(settings, linger_ms=20) as producer:
+        for doc in docs:
+            await producer.send(doc, wait=False)
+            progress.advance()
+        await producer.flush()
+    progress.done()
+
+
+def counted(url: str) -> int:
+    try:
+        status, body = http_get(f"{url}/api/funnels/shop?window=all")
+    except OSError:  # not listening yet
+        return -1
+    return orjson.loads(body)["steps"][0]["reached"] if status == 200 else -1
+
+
+def is_ready(url: str) -> bool:
+    try:
+        return http_get(f"{url}/health/ready", timeout=1.0)[0] == 200
+    except OSError:
+        return False
+
+
+def wait_count(url: str, n: int, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if counted(url) == n:
+            return time.monotonic()
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not count {n} visits in {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--journeys", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    n = args.journeys
+    tag = uuid.uuid4().hex[:6]
+    env = {
+        **os.environ,
+        "FUNNEL_TOPIC_PREFIX": f"rec{tag}.",
+        "FUNNEL_APP_ID": f"bench-recovery-{tag}",
+        "FUNNEL_LOG_LEVEL": "warning",
+    }
+    settings = settings_for(env)
+    env["FUNNEL_RUN_DIR"] = str(settings.run_dir)
+    up = subprocess.run([sys.executable, "-m", "stream", "stack", "up"], env=env, cwd=REPO)
+    if up.returncode != 0:
+        return up.returncode
+    asyncio.run(Stack(settings).create_topics())
+    asyncio.run(produce(settings, visits(n)))
+    first = WorkerProcess(env, free_port(), name="recovery-first").start(120)
+    try:
+        started = time.monotonic()
+        wait_count(first.url, n, 3600)
+        print(f"first worker counted {n} visits in {time.monotonic() - started:.1f}s")
+        time.sleep(3)  # a commit interval or two: everything counted is committed
+    finally:
+        first.stop(60)
+    second = WorkerProcess(env, free_port(), name="recovery-second")
+    started = time.monotonic()
+    second.start_process()
+    try:
+        while not is_ready(second.url):
+            if second.proc.poll() is not None:
+                raise RuntimeError(f"worker exited; log:\n{second.log_tail()}")
+            time.sleep(0.1)
+        ready = time.monotonic() - started
+        answered = wait_count(second.url, n, 600) - started
+        metrics = http_json(f"{second.url}/api/funnels")  # still serving after recovery
+        assert metrics["funnels"], metrics
+    finally:
+        second.stop(60)
+    figures = {
+        "journeys": n,
+        "dedup_ids": n,
+        "ready_s": round(ready, 2),
+        "answers_all_s": round(answered, 2),
+        "store": settings.store,
+    }
+    path = write_result("recovery", figures)
+    print(f"restarted worker: ready after {ready:.1f}s, answered all {n} after {answered:.1f}s")
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
