@@ -24,8 +24,7 @@ from datetime import UTC, datetime
 import orjson
 
 from bench.common import write_result
-from stream.producer import FunnelProducer
-from stream.progress import Progress
+from bench.scale import produce
 from stream.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, http_get, http_json, settings_for
 
@@ -42,16 +41,6 @@ def visits(n: int) -> list[dict]:
         }
         for i in range(n)
     ]
-
-
-async def produce(settings, docs: list[dict]) -> None:
-    progress = Progress(len(docs), "producing", "events")
-    async with FunnelProducer(settings, linger_ms=20) as producer:
-        for doc in docs:
-            await producer.send(doc, wait=False)
-            progress.advance()
-        await producer.flush()
-    progress.done()
 
 
 def counted(url: str) -> int:

@@ -235,13 +235,9 @@ def _money_families(
         if funnel.mode == "pipeline":
             got = sums(funnel.name, now - funnel.window, float("inf"))
             for k, stage in enumerate(funnel.stages[:-1]):
-                n = sum(
-                    c for (m, step, d, _v), c in got.items() if m == "open" and step == k and not d
-                )
-                open_deals.add_metric([funnel.name, stage], n)
-                for (m, step, d, _v), c in sorted(got.items()):
-                    if step == k and not d and m.startswith("open_amount:"):
-                        open_amount.add_metric([funnel.name, stage, m[12:]], c / 100)
+                open_deals.add_metric([funnel.name, stage], got.get(("open", k, "", ""), 0))
+                for cur, cents in money.stage_cents(got, "open_amount", k).items():
+                    open_amount.add_metric([funnel.name, stage, cur], cents / 100)
             everything = sums(funnel.name, float("-inf"), float("inf"))
             buckets, total_s = money.lead_response_histogram(everything)
             lead_response.add_metric([funnel.name], buckets, total_s)

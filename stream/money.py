@@ -44,6 +44,20 @@ def total(sums: Sums, metric: str, dim: str = "", value: str = "") -> int:
     return int(sum(n for (m, _, d, v), n in sums.items() if m == metric and (d, v) == key))
 
 
+def stage_cents(sums: Sums, prefix: str, step: int) -> dict[str, float]:
+    """``{currency: cents}`` of one money metric at one stage, totals only (zeros kept)."""
+    return {
+        metric[len(prefix) + 1 :]: n
+        for (metric, s, d, _v), n in sorted(sums.items())
+        if s == step and not d and metric.startswith(prefix + ":")
+    }
+
+
+def reached(sums: Sums, step: int, dim: str, value: str) -> float:
+    """Entries at a step in whichever view the sums are of (period or cohort)."""
+    return sums.get(("reached", step, dim, value), sums.get(("cohort", step, dim, value), 0))
+
+
 def per(money: dict[str, float], count: float) -> dict[str, float]:
     return {cur: round(amount / count, 2) for cur, amount in money.items()} if count else {}
 
@@ -74,9 +88,8 @@ def order_figures(funnel: Funnel, sums: Sums, dim: str, value: str) -> dict[str,
     }
     cart = cart_step(funnel)
     if cart is not None:
-        carts = sums.get(("reached", cart, dim, value), sums.get(("cohort", cart, dim, value), 0))
-        last = len(funnel.steps) - 1
-        bought = sums.get(("reached", last, dim, value), sums.get(("cohort", last, dim, value), 0))
+        carts = reached(sums, cart, dim, value)
+        bought = reached(sums, len(funnel.steps) - 1, dim, value)
         out["abandoned_cart_rate"] = None if not carts else round(1 - bought / carts, 6)
     return out
 
@@ -84,9 +97,7 @@ def order_figures(funnel: Funnel, sums: Sums, dim: str, value: str) -> dict[str,
 def deal_figures(funnel: Funnel, sums: Sums, dim: str, value: str) -> dict[str, Any]:
     """Won revenue and lead response of a pipeline (lead -> first answered call)."""
     revenue = amounts(sums, "revenue", dim, value)
-    won = sums.get(("reached", len(funnel.stages) - 1, dim, value))
-    if won is None:
-        won = sums.get(("cohort", len(funnel.stages) - 1, dim, value), 0)
+    won = reached(sums, len(funnel.stages) - 1, dim, value)
     answered = total(sums, "lr", dim, value)
     return {
         "revenue": revenue,
@@ -187,10 +198,9 @@ def forecast(
     stages, weighted, expected = [], Counter(), 0.0
     for k, name in enumerate(names[:-1]):
         open_k = int(cohort.get(("open", k, "", ""), 0))
-        open_amount = {}
-        for (metric, step, d, _v), n in cohort.items():
-            if step == k and not d and metric.startswith("open_amount:"):
-                open_amount[metric[12:]] = round(n / CENTS, 2)
+        open_amount = {
+            cur: round(n / CENTS, 2) for cur, n in stage_cents(cohort, "open_amount", k).items()
+        }
         configured = funnel.probabilities[k] if funnel.probabilities else None
         p = configured if configured is not None else ratio(won, cohort.get(("cohort", k, "", "")))
         if p is not None:
