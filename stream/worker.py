@@ -238,7 +238,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         "schema": faust.Schema(key_serializer="json", value_serializer="json"),
     }
     seen = app.Table("seen-events", default=None, **table_options)
-    visits_per_minute = app.Table("visits-per-minute", default=int, **table_options)
+    # Distinct events counted per partition, type and minute: exact like the
+    # funnel counters, so a batch recompute can check the stream event by event.
+    events_per_minute = app.Table("events-per-minute", default=int, **table_options)
     journeys_table = app.Table("journeys", default=None, **table_options)
     counters_table = app.Table("funnel-counters", default=int, **table_options)
     marks_table = app.Table("watermarks", default=None, **table_options)
@@ -304,6 +306,8 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 log.warning("commit on revoke failed", exc_info=True)
         engines.clear()
         source_next.clear()
+        if settings.store.startswith("memory"):
+            forget_uncommitted_state(app)
 
     # Next input offset per source partition for normalise, valid within one
     # assignment; after a rebalance it restarts from the group's committed offset.
@@ -520,15 +524,14 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                     continue
                 counted[(source, ev.type)] += 1
                 newest_event[source] = max(newest_event.get(source, ev.ts), ev.ts)
-                if ev.type == "visit":
-                    minutes[p][f"{p}|{minute_bucket(ev.ts)}"] += 1
+                minutes[p][f"{p}|{ev.type}|{minute_bucket(ev.ts)}"] += 1
             async with commits_held(app):
                 for p, ids in first_seen.items():
                     await write_state(app, seen, tps[p], ids)
                 for p, counts in minutes.items():
-                    data = visits_per_minute.data
+                    data = events_per_minute.data
                     updates = {k: data.get(k, 0) + n for k, n in counts.items()}
-                    await write_state(app, visits_per_minute, tps[p], updates)
+                    await write_state(app, events_per_minute, tps[p], updates)
                 for p in tps:
                     await persist_engine(p, tps[p])
                 for tp, offset in next_offsets.items():
@@ -981,18 +984,49 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
             }
         )
 
+    def owned_events_per_minute() -> dict[str, dict[str, int]]:
+        owned = owned_partitions()
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        for key, value in list(events_per_minute.data.items()):
+            partition, kind, minute = key.split("|", 2)
+            if int(partition) in owned:
+                out[kind][minute] = out[kind].get(minute, 0) + value
+        return {kind: dict(sorted(m.items())) for kind, m in sorted(out.items())}
+
+    @app.page("/api/events-per-minute")
+    async def events_counted(web, request):  # noqa: ANN001
+        """Distinct events counted per type and minute, from the partitions this
+        worker owns (sum the workers for the whole group): the event-level check
+        of exactness that the chaos suite compares with its input."""
+        return web.json(owned_events_per_minute())
+
     @app.page("/api/visits-per-minute")
     async def per_minute(web, request):  # noqa: ANN001
         """Unique visits per minute from the partitions this worker owns (skeleton)."""
-        owned = owned_partitions()
-        out: dict[str, int] = {}
-        for key, value in list(visits_per_minute.data.items()):
-            partition, minute = key.split("|", 1)
-            if int(partition) in owned:
-                out[minute] = out.get(minute, 0) + value
-        return web.json(dict(sorted(out.items())))
+        return web.json(owned_events_per_minute().get("visit", {}))
 
     return app
+
+
+def forget_uncommitted_state(app: faust.App) -> None:
+    """Drop every in-memory table and make the coming recovery read each changelog
+    of the new assignment from its start (read_committed: committed state only).
+
+    Under load a rebalance can leave a transaction of a partition this worker
+    keeps uncommitted; the rebalance aborts it, but its writes stay in the
+    in-memory tables (counts, de-dup ids, the next offset), and Faust's recovery
+    resumes a kept partition from where the memory left off. The events are
+    then read again against state that already holds the aborted batch: the
+    de-dup table takes them for duplicates and they are never counted (the
+    chaos suite's join/leave scenario lost 238 to 3,784 of 20,004 events).
+    """
+    for table in app.tables.values():
+        store = table.data
+        store.data.clear()
+        store._key_partition.clear()
+    recovery = app.tables.recovery
+    recovery.active_offsets.clear()
+    recovery.standby_offsets.clear()
 
 
 def run_worker(settings: Settings, web_port: int | None = None) -> int:

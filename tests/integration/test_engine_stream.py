@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from datetime import UTC, datetime
 
-import orjson
 import pytest
 
 from stream.cli import main
-from stream.events import decode
 from stream.funnels import load_funnels
 from stream.producer import FunnelProducer
 from stream.replay import replay
 from stream.stack import Stack
-from stream.summary import summarise
-from tests.oracle import oracle_counts
 from tests.support import (
     WorkerProcess,
     free_port,
@@ -31,58 +26,9 @@ from tests.support import (
     unique_env,
     wait_for,
 )
+from tests.workload import n_dup, oracle_docs, send_docs, wait_answer, workload
 
 pytestmark = pytest.mark.integration
-STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation", "won", "on-hold"]
-
-
-def workload(n: int, seed: int) -> list[dict]:
-    """All five types over the last ~8 minutes, shuffled, with resends.
-
-    The span stays within the allowed lateness: the worker reads five topics
-    at their own pace, so any arrival order must be acceptable for the stream
-    and the file to see the same events.
-    """
-    rng = random.Random(seed)
-    now = time.time()
-    ts = now - 500
-    docs = []
-    for i in range(n):
-        ts += rng.uniform(0, 480 / n)
-        kind = rng.choice(["visit", "visit", "signup", "cart", "cart", "call", "deal_stage"])
-        doc = {
-            "event_id": f"w{seed}-{i}",
-            "type": kind,
-            "occurred_at": datetime.fromtimestamp(ts, tz=UTC).isoformat(),
-            "channel": rng.choice(["search", "social", "email", "direct"]),
-            "region": rng.choice(["north", "south"]),
-            "device": rng.choice(["mobile", "desktop"]),
-        }
-        if kind in ("visit", "signup", "cart"):
-            doc["visitor_id"] = f"v{rng.randrange(150)}"
-        if kind == "signup":
-            doc["user_id"] = f"u{i}"
-        if kind == "cart":
-            doc["action"] = rng.choice(["add", "add", "checkout", "purchase", "remove"])
-        if kind == "call":
-            doc.update(call_id=f"c{i}", tracking_number="tn-1", answered=rng.random() < 0.7)
-        if kind == "deal_stage":
-            doc.update(
-                deal_id=f"d{rng.randrange(60)}",
-                stage=rng.choice(STAGES),
-                manager=rng.choice(["ann", "bob", "cem"]),
-            )
-            doc["status"] = rng.choice([None, None, None, "won", "lost"])
-            if doc["status"] == "lost":
-                doc["lost_reason"] = rng.choice(["price", "timing"])
-        docs.append({k: v for k, v in doc.items() if v is not None})
-    # Arrival order: shuffled within 3 minutes of event time, some resent.
-    arrival = sorted(docs, key=lambda d: decode(orjson.dumps(d)).ts + rng.uniform(0, 180))
-    for d in rng.sample(docs, n // 20):
-        # A resend arrives after the original, within a few positions.
-        first = arrival.index(d)
-        arrival.insert(min(len(arrival), first + 1 + rng.randrange(30)), d)
-    return arrival
 
 
 def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_path, capsys):
@@ -169,58 +115,6 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
         worker.stop()
 
 
-def oracle_docs(docs: list[dict], settings) -> dict[str, dict]:
-    """The oracle's period-view document of every funnel over all the events."""
-    events = [decode(orjson.dumps(d)) for d in docs]
-    oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
-    out = {}
-
-    def sums_of(funnel: str) -> dict:
-        sums: dict = {}
-        for (name, metric, step, _bucket, dim, value), c in oracle.items():
-            if name == funnel and metric != "cohort":
-                sums[(metric, step, dim, value)] = sums.get((metric, step, dim, value), 0) + c
-        return sums
-
-    for f in load_funnels():
-        out[f.name] = summarise(
-            f, sums_of(f.name), "all", None, None, "period", None, sums_of("_spend")
-        )
-    return out
-
-
-def send_docs(settings, docs: list[dict]) -> None:
-    async def send() -> None:
-        async with FunnelProducer(settings) as producer:
-            for d in docs:
-                await producer.send(d, wait=False)
-            await producer.flush()
-
-    asyncio.run(send())
-
-
-def wait_answer(url: str, want: dict, timeout: float = 90, settings=None) -> None:
-    """Poll ``url`` until it answers ``want``; on timeout say what it answered last."""
-    last: list = [None, b""]
-
-    def check() -> bool:
-        last[:] = http_get(url)
-        return last[0] == 200 and json.loads(last[1]) == want
-
-    try:
-        wait_for(check, timeout, f"{url} == oracle")
-    except AssertionError as exc:
-        status, body = last
-        got = json.loads(body) if status == 200 else body[:300]
-        if status == 200:
-            got = [(s["name"], s["reached"]) for s in got["steps"]]
-        wanted = [(s["name"], s["reached"]) for s in want["steps"]]
-        report = offsets_report(settings, settings.app_id) if settings is not None else ""
-        raise AssertionError(
-            f"{exc}: last answer {status} {got!r}; want {wanted!r}\n{report}"
-        ) from None
-
-
 def test_any_worker_answers_for_all_partitions(stack, stack_env):
     """Two workers share four partitions: each answers the whole funnel; metrics add up."""
     # A long session timeout: a stopped worker that failed to leave the group would
@@ -276,10 +170,6 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
     finally:
         for w in workers:
             w.stop()
-
-
-def n_dup(docs: list[dict]) -> int:
-    return len(docs) - len({d["event_id"] for d in docs})
 
 
 def offline_breakdown(path, settings, name: str, dim: str) -> dict:

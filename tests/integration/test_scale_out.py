@@ -20,7 +20,6 @@ import pytest
 
 from stream.funnels import load_funnels
 from stream.stack import Stack
-from tests.integration.test_engine_stream import oracle_docs, send_docs, wait_answer, workload
 from tests.support import (
     WorkerProcess,
     free_port,
@@ -32,6 +31,7 @@ from tests.support import (
     unique_env,
     wait_for,
 )
+from tests.workload import oracle_docs, send_docs, wait_answer, workload
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 6

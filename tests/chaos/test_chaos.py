@@ -1,0 +1,325 @@
+"""Exactly-once under faults, on the real stack (issue #7).
+
+Each scenario sends a seeded log of known content (all input topics, with
+resends and out-of-order arrival) at a steady rate, injects its fault mid-load,
+and settles: the workers' distinct events per type and minute, every funnel
+document, their /metrics and `funnel replay` of the same input must all equal
+the oracle (tests/chaos/harness.py). The figure table (sent / counted / lost /
+double-counted / recovery) is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from stream.stack import Stack
+from tests.chaos.harness import (
+    EVENTS,
+    RATE,
+    SOAK,
+    Cluster,
+    Figures,
+    Load,
+    messages_of,
+    new_run,
+    settle,
+    wait_progress,
+)
+from tests.integration.test_call_tracking import post
+from tests.support import metric_sum, wait_for
+from tests.workload import workload
+
+pytestmark = pytest.mark.integration
+
+
+def load_docs(seed: int, n: int = EVENTS) -> list[dict]:
+    return workload(n, seed=seed, visitors=max(150, n // 15), deals=max(60, n // 60), spend=True)
+
+
+def distinct(docs: list[dict]) -> int:
+    return len({d["event_id"] for d in docs})
+
+
+def test_worker_killed_at_random_points_and_restarted(stack, stack_env, tmp_path):
+    rng = random.Random(101)
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(101)
+    kills = 8 if SOAK else 3
+    figures = Figures(f"1. kill -9 x{kills} mid-load, restart")
+    cluster = Cluster(env, "kill")
+    cluster.start(1)
+    load = Load(settings, messages_of(settings, docs), RATE)
+    load.start()
+    try:
+        points = sorted(rng.uniform(0.05, 0.9) for _ in range(kills))
+        for frac in points:
+            target = int(frac * distinct(docs))
+            wait_progress(cluster.counted_total, target, 240, "events counted")
+            time.sleep(rng.uniform(0, 1.0))  # anywhere in a batch or a commit
+            cluster.kill(cluster.workers[0])
+            cluster.start(1, wait=False)
+        fault_over = time.monotonic()
+        load.join(300)
+        assert load.error is None, load.error
+        figures.sent = load.sent
+        settle(figures, cluster, settings, docs, fault_over, tmp_path)
+    finally:
+        cluster.stop()
+
+
+def test_workers_join_and_leave_under_load(stack, stack_env, tmp_path):
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="6", FUNNEL_SESSION_TIMEOUT="10")
+    docs = load_docs(202)
+    figures = Figures("2. 2 workers, a 3rd joins, one leaves")
+    cluster = Cluster(env, "rebalance")
+    cluster.start(2)
+    load = Load(settings, messages_of(settings, docs), RATE)
+    load.start()
+    try:
+        n = distinct(docs)
+        wait_progress(cluster.counted_total, n // 4, 240, "events counted")
+        cluster.start(1, wait=False)  # joins: partitions move, tables recover
+        time.sleep(3)
+        wait_progress(cluster.counted_total, n // 2, 240, "events counted with three")
+        cluster.leave(cluster.workers[0])  # leaves: its partitions move again
+        fault_over = time.monotonic()
+        load.join(300)
+        assert load.error is None, load.error
+        figures.sent = load.sent
+        settle(figures, cluster, settings, docs, fault_over, tmp_path)
+    finally:
+        cluster.stop()
+
+
+def test_broker_stopped_for_20s_mid_load(stack, stack_env, tmp_path):
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(303)
+    outage = 60 if SOAK else 20
+    figures = Figures(f"3. Kafka broker down {outage} s mid-load")
+    cluster = Cluster(env, "broker")
+    cluster.start(1)
+    load = Load(settings, messages_of(settings, docs), RATE)
+    load.start()
+    stack_api = Stack(settings)
+    try:
+        wait_progress(cluster.counted_total, distinct(docs) // 3, 240, "events counted")
+        stack_api.down(["kafka"])
+        try:
+            time.sleep(outage)
+        finally:
+            stack_api.up(["kafka"])
+        fault_over = time.monotonic()
+        load.join(300)
+        assert load.error is None, load.error
+        figures.sent = load.sent
+        settle(figures, cluster, settings, docs, fault_over, tmp_path, supervise=True)
+    finally:
+        cluster.stop()
+
+
+TRACKING = '[tracking]\nlease = "20m"\npool = ["+15555553000..+15555553099"]\n'
+
+
+def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_path):
+    """Calls and deal stages wait for Redis (never guessed); shop events go on."""
+    path = tmp_path / "tracking.toml"
+    path.write_text(TRACKING)
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4", FUNNEL_TRACKING=str(path))
+    outage = 60 if SOAK else 30
+    figures = Figures(f"4. Redis down {outage} s mid-load")
+    cluster = Cluster(env, "redis")
+    (worker,) = cluster.start(1)
+    stack_api = Stack(settings)
+    try:
+        # Visitors lease numbers on a campaign's landing page.
+        touches = []
+        for i in range(20):
+            request = {
+                "visitor_id": f"tv{i}",
+                "session_id": f"ts{i}",
+                "channel": "paid",
+                "source": "google",
+                "campaign": f"camp-{i % 4}",
+                "keyword": f"kw-{i % 3}",
+            }
+            status, answer = post(f"{worker.url}/api/tracking-numbers", request)
+            assert status == 200 and answer["kind"] == "dynamic", answer
+            touches.append((answer["number"], request))
+        time.sleep(2)
+        docs = load_docs(404)
+        first, second = docs[: len(docs) // 2], docs[len(docs) // 2 :]
+        now = time.time()
+
+        def tracked(group: str, kind: str) -> list[dict]:
+            """Calls carry only the number; deals only the call: the worker fills the rest."""
+            out = []
+            for i, (number, _) in enumerate(touches):
+                at = datetime.fromtimestamp(now - 1 + i * 0.01, tz=UTC).isoformat()
+                call_id = f"{group}-call-{i}"
+                if kind == "call":
+                    doc = {"type": "call", "call_id": call_id, "tracking_number": number}
+                    doc.update(answered=True, manager="ann")
+                else:
+                    doc = {"type": "deal_stage", "deal_id": f"{group}-deal-{i}", "stage": "lead"}
+                    doc.update(call_id=call_id, manager="bob")
+                out.append({"event_id": f"{group}-{kind}-{i}", "occurred_at": at, **doc})
+            return out
+
+        def attributed(docs_in: list[dict]) -> list[dict]:
+            """What the oracle must see: each tracked event with its lease's touch."""
+            touch_of = {number: req for number, req in touches}
+            by_call = {}
+            out = []
+            for d in docs_in:
+                d = dict(d)
+                if d["type"] == "call" and d["tracking_number"] in touch_of:
+                    d.update(touch_of[d["tracking_number"]])
+                    by_call[d["call_id"]] = d
+                elif d["type"] == "deal_stage" and d.get("call_id") in by_call:
+                    call = by_call[d["call_id"]]
+                    for name in ("channel", "source", "campaign", "keyword", "visitor_id"):
+                        d[name] = call[name]
+                out.append(d)
+            return out
+
+        a_calls, a_deals = tracked("a", "call"), tracked("a", "deal")
+        b_calls, b_deals = tracked("b", "call"), tracked("b", "deal")
+        load = Load(settings, messages_of(settings, first + a_calls), RATE)
+        load.start()
+        load.join(300)
+        sent = load.sent
+
+        def by_lease() -> float:
+            metrics = worker.metrics()
+            return metric_sum(metrics, "funnel_attribution_total", type="call", result="lease")
+
+        wait_for(lambda: by_lease() == 20, 120, "the first calls to be attributed by lease")
+        stack_api.down(["redis"])
+        try:
+            down_at = time.monotonic()
+            visits_before = cluster.counted().get("visit", {})
+            load = Load(settings, messages_of(settings, second + a_deals + b_calls), RATE)
+            load.start()
+            wait_for(
+                lambda: metric_sum(worker.metrics(), "funnel_attribution_held") == 1,
+                60,
+                "the worker to hold calls and deals while Redis is down",
+            )
+            # Shop events go on while calls wait.
+            wait_for(
+                lambda: sum(cluster.counted()["visit"].values()) > sum(visits_before.values()),
+                60,
+                "visits to be counted while Redis is down",
+            )
+            time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
+            assert by_lease() == 20, "a call was attributed while Redis was down"
+        finally:
+            stack_api.up(["redis"])
+        fault_over = time.monotonic()
+        load.join(300)
+        sent += load.sent
+        load = Load(settings, messages_of(settings, b_deals), RATE)
+        load.start()
+        load.join(60)
+        figures.sent = sent + load.sent
+        every = attributed(docs + a_calls + a_deals + b_calls + b_deals)
+        settle(
+            figures,
+            cluster,
+            settings,
+            every,
+            fault_over,
+            tmp_path,
+            breakdowns=[("sales", "campaign"), ("sales", "keyword"), ("sales", "channel")],
+        )
+        metrics = worker.metrics()
+        assert by_lease() == 40
+        assert (
+            metric_sum(metrics, "funnel_attribution_total", type="deal_stage", result="call") == 40
+        )
+        assert metric_sum(metrics, "funnel_attribution_held") == 0
+        for campaign in ("camp-0", "camp-1", "camp-2", "camp-3"):
+            calls = metric_sum(
+                metrics, "funnel_calls", window="24h", kind="calls", breakdown="campaign",
+                value=campaign,
+            )  # fmt: skip
+            assert calls == 10, (campaign, calls)
+    finally:
+        cluster.stop()
+
+
+def test_producer_resends_batches(stack, stack_env, tmp_path):
+    """A client that times out and sends whole batches again: each event counts once."""
+    rng = random.Random(505)
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(505)
+    messages = messages_of(settings, docs)
+    chunk = 200
+    resent: list = []
+    for start in range(0, len(messages), chunk):
+        resent += messages[start : start + chunk]
+        if rng.random() < 0.3:  # the ack was lost: the batch goes again, later
+            resent += messages[max(0, start - chunk) : start]
+    figures = Figures("5. producer resends 30% of batches")
+    cluster = Cluster(env, "resend")
+    cluster.start(1)
+    load = Load(settings, resent, RATE)
+    load.start()
+    try:
+        load.join(300)
+        assert load.error is None, load.error
+        figures.sent = load.sent
+        resends = figures.sent - len(docs)
+        assert resends > len(docs) // 5, resends
+        settle(figures, cluster, settings, docs, time.monotonic(), tmp_path)
+        metrics = cluster.workers[0].metrics()
+        duplicates = metric_sum(metrics, "funnel_events_duplicate_total")
+        assert duplicates == figures.sent - figures.distinct, duplicates
+    finally:
+        cluster.stop()
+
+
+POISON = [
+    b"{not json",
+    b"[1, 2, 3]",
+    b"",
+    orjson.dumps({"type": "visit", "occurred_at": "2026-11-24T10:00:00Z"}),  # no event_id
+    orjson.dumps({"event_id": "p", "type": "visit", "occurred_at": "yesterday", "visitor_id": "x"}),
+    orjson.dumps({"event_id": "p", "type": "cart", "occurred_at": "2026-11-24T10:00:00Z"}),
+    orjson.dumps({"event_id": "p", "type": "teleport", "occurred_at": "2026-11-24T10:00:00Z"}),
+    b'{"event_id": "p", "type": "visit", "visitor_id": "' + b"x" * 5000 + b'"}',
+]
+
+
+def test_poison_messages_go_to_dead_letters_and_nothing_else_changes(stack, stack_env, tmp_path):
+    rng = random.Random(606)
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(606)
+    messages = messages_of(settings, docs)
+    topics = sorted(settings.topics.values())
+    mixed: list = []
+    poison = 0
+    for m in messages:
+        mixed.append(m)
+        if rng.random() < 0.03:
+            mixed.append((rng.choice(topics), b"poison", rng.choice(POISON)))
+            poison += 1
+    figures = Figures("6. 3% poison messages interleaved")
+    cluster = Cluster(env, "poison")
+    cluster.start(1)
+    load = Load(settings, mixed, RATE)
+    load.start()
+    try:
+        load.join(300)
+        assert load.error is None, load.error
+        figures.sent = load.sent
+        settle(figures, cluster, settings, docs, time.monotonic(), tmp_path, expected_dead=poison)
+        rejected = metric_sum(cluster.workers[0].metrics(), "funnel_events_rejected_total")
+        assert rejected == poison, (rejected, poison)
+    finally:
+        cluster.stop()
