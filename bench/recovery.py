@@ -6,8 +6,10 @@ Uses the local stack (`funnel stack up`). Sends N visits of N new visitors
 (N journeys, N de-dup ids) to fresh topics, lets one worker count them all,
 stops it, and starts a new worker with the same app id: its tables come back
 from their changelog topics (`memory://` store). Figures: the time from the
-new worker's start to /health/ready and to the API answering N visits, and
-the changelog records it read. Results: bench/results/recovery.json.
+new worker's start to /health/ready and to the API answering N visits; and the
+state cost: the worker's memory with N journeys less its memory idle, and the
+bytes of the changelog topics on the broker's disk, also per 1M journeys.
+Results: bench/results/recovery.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 import orjson
 
 from bench.common import write_result
-from bench.scale import produce
+from bench.scale import produce, rss_mb
 from stream.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, http_get, http_json, settings_for
 
@@ -67,6 +69,19 @@ def wait_count(url: str, n: int, timeout: float) -> float:
     raise RuntimeError(f"{url} did not count {n} visits in {timeout:.0f}s")
 
 
+def changelog_bytes(settings, app_id: str) -> int:
+    """Bytes of the app's changelog topics in the local broker's data directory
+    (one folder per topic partition, named topic-partition): blocks in use, as
+    Kafka's index files are sparse files of their full size."""
+    data = settings.run_dir / "kafka" / "data"
+    return sum(
+        f.stat().st_blocks * 512
+        for d in data.glob(f"{app_id}-*-changelog-*")
+        for f in d.iterdir()
+        if f.is_file()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--journeys", type=int, default=100_000)
@@ -85,15 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     if up.returncode != 0:
         return up.returncode
     asyncio.run(Stack(settings).create_topics())
-    asyncio.run(produce(settings, visits(n)))
     first = WorkerProcess(env, free_port(), name="recovery-first").start(120)
     try:
+        time.sleep(3)
+        idle_mb = rss_mb(first.proc.pid)
+        asyncio.run(produce(settings, visits(n)))
         started = time.monotonic()
         wait_count(first.url, n, 3600)
         print(f"first worker counted {n} visits in {time.monotonic() - started:.1f}s")
         time.sleep(3)  # a commit interval or two: everything counted is committed
+        full_mb = rss_mb(first.proc.pid)
     finally:
         first.stop(60)
+    disk = changelog_bytes(settings, settings.app_id)
     second = WorkerProcess(env, free_port(), name="recovery-second")
     started = time.monotonic()
     second.start_process()
@@ -114,9 +133,18 @@ def main(argv: list[str] | None = None) -> int:
         "ready_s": round(ready, 2),
         "answers_all_s": round(answered, 2),
         "store": settings.store,
+        "worker_rss_idle_mb": idle_mb,
+        "worker_rss_mb": full_mb,
+        "memory_per_1m_journeys_mb": round((full_mb - idle_mb) * 1_000_000 / n),
+        "changelog_disk_mb": round(disk / 2**20, 1),
+        "changelog_disk_per_1m_journeys_mb": round(disk / 2**20 * 1_000_000 / n),
     }
     path = write_result("recovery", figures)
     print(f"restarted worker: ready after {ready:.1f}s, answered all {n} after {answered:.1f}s")
+    print(
+        f"state: {full_mb - idle_mb:.0f} MB of worker memory and {disk / 2**20:.0f} MB of "
+        f"changelogs on disk for {n} journeys"
+    )
     print(f"results: {path}")
     return 0
 

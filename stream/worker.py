@@ -1013,12 +1013,12 @@ def forget_uncommitted_state(app: faust.App) -> None:
     of the new assignment from its start (read_committed: committed state only).
 
     Under load a rebalance can leave a transaction of a partition this worker
-    keeps uncommitted; the rebalance aborts it, but its writes stay in the
-    in-memory tables (counts, de-dup ids, the next offset), and Faust's recovery
-    resumes a kept partition from where the memory left off. The events are
-    then read again against state that already holds the aborted batch: the
-    de-dup table takes them for duplicates and they are never counted (the
-    chaos suite's join/leave scenario lost 238 to 3,784 of 20,004 events).
+    keeps open (Faust logs "Invalid state transition IN_TRANSACTION ->
+    IN_TRANSACTION", faust-streaming issue 323); it is aborted, but its writes
+    stay in the in-memory tables, and Faust's recovery resumes a kept
+    partition from where the memory left off. Memory and committed state then
+    diverge: the chaos suite's join/leave scenario lost 238 to 3,784 of 20,004
+    events that way. Costs a full changelog replay per rebalance.
     """
     for table in app.tables.values():
         store = table.data
