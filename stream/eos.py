@@ -20,11 +20,52 @@ import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import faust
 import orjson
 from faust.types import TP
+
+
+class Revoked(Exception):  # noqa: N818 - a signal, not an error
+    """The batch's partitions were revoked while it wrote: it must stop writing.
+
+    Its offsets are not committed, so the partitions' next owner (maybe this
+    worker again, from freshly recovered tables) reads its events again.
+    """
+
+
+# Bumped on every revoke; a batch remembers the value it began under.
+_generation = [0]
+_batch_generation: ContextVar[int | None] = ContextVar("batch_generation", default=None)
+
+
+def new_generation() -> None:
+    """Partitions are being revoked: batches begun before may not write any more."""
+    _generation[0] += 1
+
+
+def begin_batch() -> None:
+    """Mark the calling agent task's batch as begun under the current assignment."""
+    _batch_generation.set(_generation[0])
+
+
+def batch_is_stale() -> bool:
+    began = _batch_generation.get()
+    return began is not None and began != _generation[0]
+
+
+def check_not_revoked() -> None:
+    """Raise ``Revoked`` in a batch that began before the latest revoke.
+
+    A batch still running when a rebalance starts would otherwise go on
+    writing into tables that the rebalance resets and into transactions that
+    it ends ("Can't send messages while not in transaction" crashed a worker
+    in the chaos suite's join/leave scenario).
+    """
+    if batch_is_stale():
+        raise Revoked("partitions revoked while the batch was being written")
 
 
 @asynccontextmanager
@@ -60,6 +101,7 @@ async def write_state(
     data = table.data
     changelog = table.changelog_topic.get_topic_name()
     for key, value in updates.items():
+        check_not_revoked()
         if value is None:
             data.pop(key, None)
             raw = None
@@ -91,6 +133,7 @@ async def send_in_transaction(
     changelogs co-partitioned with the source; forwarding to another topic
     (re-keying, dead letters) must commit with the offsets it came from.
     """
+    check_not_revoked()
     group = app.assignor.group_for_topic(source.topic)
     transactional_id = f"{app.conf.id}-{group}-{source.partition}"
     await app.producer.send(

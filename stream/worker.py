@@ -32,13 +32,14 @@ import sys
 import time
 import urllib.parse
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import faust
 import orjson
+from aiokafka.errors import IllegalOperation, ProducerFenced
 from faust.types import TP
 from faust.web import View
 from redis.exceptions import RedisError
@@ -49,11 +50,15 @@ from stream.config import Settings
 from stream.continuity import Refetcher
 from stream.engine import LEDGERS, Engine
 from stream.eos import (
+    Revoked,
     ack_all,
+    batch_is_stale,
+    begin_batch,
     commits_held,
     fix_read_offset_race,
     fix_recovery_highwaters,
     fix_stop_commit,
+    new_generation,
     send_in_transaction,
     write_state,
 )
@@ -299,6 +304,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         events were read twice against state that already held them. Committing
         first makes the rewind a no-op. Engines reload from the tables after.
         """
+        new_generation()  # batches still running stop writing (eos.check_not_revoked)
         if app.consumer.assignment():
             try:
                 await app.consumer.commit()
@@ -416,11 +422,28 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         if trace:
             trace_batch("normalise", batch)
 
+    async def unless_revoked(agent: str, batch: list, handle: Coroutine) -> None:
+        """Run one batch; drop it if its partitions are revoked while it writes.
+
+        Its offsets were not committed, so it is read again by the partitions'
+        next owner. Any other failure propagates (and stops the worker).
+        """
+        begin_batch()
+        try:
+            await handle
+        except (Revoked, IllegalOperation, ProducerFenced) as exc:
+            if not isinstance(exc, Revoked) and not (batch_is_stale() or app.rebalancing):
+                raise
+            log.warning(
+                "batch dropped: partitions revoked while it was written; it is read again",
+                extra={"agent": agent, "events": len(batch), "error": repr(exc)},
+            )
+
     @app.agent(shop_sources)
     @stop_worker_on_error(app, "normalise")
     async def normalise(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            await normalise_batch(stream, batch, None)
+            await unless_revoked("normalise", batch, normalise_batch(stream, batch, None))
 
     tracking = load_tracking(settings.tracking or None)
     store = TrackingStore(
@@ -466,7 +489,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     @stop_worker_on_error(app, "attribute")
     async def attribute_crm(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            await normalise_batch(stream, batch, enrich)
+            await unless_revoked("attribute", batch, normalise_batch(stream, batch, enrich))
 
     @app.task
     async def sync_number_pool() -> None:
@@ -481,78 +504,81 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     @app.agent(events_topic)
     @stop_worker_on_error(app, "count")
     async def count(stream: faust.StreamT) -> None:
-        horizon = settings.dedup_horizon
         async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-            first_seen: dict[int, dict[str, float]] = defaultdict(dict)
-            minutes: dict[int, Counter[str]] = defaultdict(Counter)
-            tps: dict[int, TP] = {}
-            counted: Counter[tuple[str, str]] = Counter()
-            duplicates: Counter[str] = Counter()
-            late_letters = []
-            messages, next_offsets, holes = await continuous(
-                batch, lambda tp: marks_table.data.get(f"{tp.partition}|next")
-            )
-            for msg in messages:
-                p = msg.partition
-                tps[p] = msg.tp
-                source = header(msg, SOURCE_HEADER) or "unknown"
-                try:
-                    ev = decode(msg.value, now=float("inf"))
-                except Rejection as rejection:  # validated upstream; never expected
-                    REJECTED.labels(topic=source, reason=rejection.reason).inc()
-                    reject_log.rejected(msg.topic, p, msg.offset, rejection)
-                    continue
-                key = f"{p}|{ev.event_id}"
-                prior = first_seen[p].get(key)
-                if prior is None:
-                    prior = seen.data.get(key)
-                if dedup.is_duplicate(prior, ev.ts, horizon):
-                    duplicates[source] += 1
-                    continue
-                first_seen[p][key] = ev.ts
-                engine = engine_for(p)
-                if not engine.process(ev):
-                    for name in engine.relevant_funnels(ev):
-                        LATE_TOTAL.labels(funnel=name).inc()
-                    late = Rejection(
-                        "late",
-                        f"field `occurred_at`: {ev.occurred_at.isoformat()} is more than "
-                        f"{settings.lateness:g}s behind the newest event of its partition",
-                        "occurred_at",
-                    )
-                    late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
-                    continue
-                counted[(source, ev.type)] += 1
-                newest_event[source] = max(newest_event.get(source, ev.ts), ev.ts)
-                minutes[p][f"{p}|{ev.type}|{minute_bucket(ev.ts)}"] += 1
-            async with commits_held(app):
-                for p, ids in first_seen.items():
-                    await write_state(app, seen, tps[p], ids)
-                for p, counts in minutes.items():
-                    data = events_per_minute.data
-                    updates = {k: data.get(k, 0) + n for k, n in counts.items()}
-                    await write_state(app, events_per_minute, tps[p], updates)
-                for p in tps:
-                    await persist_engine(p, tps[p])
-                for tp, offset in next_offsets.items():
-                    key = f"{tp.partition}|next"
-                    if marks_table.data.get(key) != offset:
-                        await write_state(app, marks_table, tp, {key: offset})
-                for source_tp, key, value, headers in late_letters:
-                    await send_in_transaction(
-                        app, source_tp, settings.dead_letter_topic, key, value, headers
-                    )
-                if time.monotonic() - last_purge[0] > PURGE_EVERY_S:
-                    last_purge[0] = time.monotonic()
-                    await purge_seen(horizon)
-                await mark_handled(holes)
-                await ack_all(stream, batch)
-            if trace:
-                trace_batch("count", batch, dups=sum(duplicates.values()))
-            for (source, kind), n in counted.items():
-                EVENTS.labels(topic=source, type=kind).inc(n)
-            for source, n in duplicates.items():
-                DUPLICATES.labels(topic=source).inc(n)
+            await unless_revoked("count", batch, count_batch(stream, batch))
+
+    async def count_batch(stream: faust.StreamT, batch: list) -> None:
+        horizon = settings.dedup_horizon
+        first_seen: dict[int, dict[str, float]] = defaultdict(dict)
+        minutes: dict[int, Counter[str]] = defaultdict(Counter)
+        tps: dict[int, TP] = {}
+        counted: Counter[tuple[str, str]] = Counter()
+        duplicates: Counter[str] = Counter()
+        late_letters = []
+        messages, next_offsets, holes = await continuous(
+            batch, lambda tp: marks_table.data.get(f"{tp.partition}|next")
+        )
+        for msg in messages:
+            p = msg.partition
+            tps[p] = msg.tp
+            source = header(msg, SOURCE_HEADER) or "unknown"
+            try:
+                ev = decode(msg.value, now=float("inf"))
+            except Rejection as rejection:  # validated upstream; never expected
+                REJECTED.labels(topic=source, reason=rejection.reason).inc()
+                reject_log.rejected(msg.topic, p, msg.offset, rejection)
+                continue
+            key = f"{p}|{ev.event_id}"
+            prior = first_seen[p].get(key)
+            if prior is None:
+                prior = seen.data.get(key)
+            if dedup.is_duplicate(prior, ev.ts, horizon):
+                duplicates[source] += 1
+                continue
+            first_seen[p][key] = ev.ts
+            engine = engine_for(p)
+            if not engine.process(ev):
+                for name in engine.relevant_funnels(ev):
+                    LATE_TOTAL.labels(funnel=name).inc()
+                late = Rejection(
+                    "late",
+                    f"field `occurred_at`: {ev.occurred_at.isoformat()} is more than "
+                    f"{settings.lateness:g}s behind the newest event of its partition",
+                    "occurred_at",
+                )
+                late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
+                continue
+            counted[(source, ev.type)] += 1
+            newest_event[source] = max(newest_event.get(source, ev.ts), ev.ts)
+            minutes[p][f"{p}|{ev.type}|{minute_bucket(ev.ts)}"] += 1
+        async with commits_held(app):
+            for p, ids in first_seen.items():
+                await write_state(app, seen, tps[p], ids)
+            for p, counts in minutes.items():
+                data = events_per_minute.data
+                updates = {k: data.get(k, 0) + n for k, n in counts.items()}
+                await write_state(app, events_per_minute, tps[p], updates)
+            for p in tps:
+                await persist_engine(p, tps[p])
+            for tp, offset in next_offsets.items():
+                key = f"{tp.partition}|next"
+                if marks_table.data.get(key) != offset:
+                    await write_state(app, marks_table, tp, {key: offset})
+            for source_tp, key, value, headers in late_letters:
+                await send_in_transaction(
+                    app, source_tp, settings.dead_letter_topic, key, value, headers
+                )
+            if time.monotonic() - last_purge[0] > PURGE_EVERY_S:
+                last_purge[0] = time.monotonic()
+                await purge_seen(horizon)
+            await mark_handled(holes)
+            await ack_all(stream, batch)
+        if trace:
+            trace_batch("count", batch, dups=sum(duplicates.values()))
+        for (source, kind), n in counted.items():
+            EVENTS.labels(topic=source, type=kind).inc(n)
+        for source, n in duplicates.items():
+            DUPLICATES.labels(topic=source).inc(n)
 
     # A side consumer, opened on the first hole; it lives as long as the process.
     refetcher = Refetcher(client_options(settings), group_id=settings.app_id)

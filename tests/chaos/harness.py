@@ -190,6 +190,14 @@ class Cluster:
                 self.restarts += 1
                 self.start(1, wait=False)
 
+    def check_alive(self) -> None:
+        """Fail at once, with its log, if a worker exited on its own."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.poll() is not None:
+                raise AssertionError(
+                    f"worker on :{w.port} exited with {w.proc.returncode}:\n{w.log_tail(30)}"
+                )
+
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
@@ -256,6 +264,8 @@ def settle(
     while time.monotonic() < deadline:
         if supervise:
             cluster.revive()
+        else:
+            cluster.check_alive()
         got = cluster.counted() or got
         if got == want:
             exact = True
