@@ -261,11 +261,16 @@ def settle(
     deadline = time.monotonic() + timeout
     got: dict[str, dict[str, int]] | None = None
     exact = False
+    exited = ""
     while time.monotonic() < deadline:
         if supervise:
             cluster.revive()
         else:
-            cluster.check_alive()
+            try:
+                cluster.check_alive()
+            except AssertionError as exc:
+                exited = str(exc)
+                break
         got = cluster.counted() or got
         if got == want:
             exact = True
@@ -280,6 +285,7 @@ def settle(
     dead = dead_letters(settings)
     figures.dead_letters = len(dead)
     record(figures)
+    assert not exited, exited
     assert exact, (
         f"{figures.scenario}: events per type and minute never equalled the input: "
         f"lost {figures.lost}, double-counted {figures.duplicated}; by type "
