@@ -64,9 +64,7 @@ def test_worker_killed_at_random_points_and_restarted(stack, stack_env, tmp_path
             cluster.kill(cluster.workers[0])
             cluster.start(1, wait=False)
         fault_over = time.monotonic()
-        load.join(300)
-        assert load.error is None, load.error
-        figures.sent = load.sent
+        figures.sent = load.wait()
         settle(figures, cluster, settings, docs, fault_over, tmp_path)
     finally:
         cluster.stop()
@@ -88,9 +86,7 @@ def test_workers_join_and_leave_under_load(stack, stack_env, tmp_path):
         wait_progress(cluster.counted_total, n // 2, 240, "events counted with three")
         cluster.leave(cluster.workers[0])  # leaves: its partitions move again
         fault_over = time.monotonic()
-        load.join(300)
-        assert load.error is None, load.error
-        figures.sent = load.sent
+        figures.sent = load.wait()
         settle(figures, cluster, settings, docs, fault_over, tmp_path)
     finally:
         cluster.stop()
@@ -114,9 +110,7 @@ def test_broker_stopped_for_20s_mid_load(stack, stack_env, tmp_path):
         finally:
             stack_api.up(["kafka"])
         fault_over = time.monotonic()
-        load.join(300)
-        assert load.error is None, load.error
-        figures.sent = load.sent
+        figures.sent = load.wait()
         settle(figures, cluster, settings, docs, fault_over, tmp_path, supervise=True)
     finally:
         cluster.stop()
@@ -191,8 +185,7 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
         b_calls, b_deals = tracked("b", "call"), tracked("b", "deal")
         load = Load(settings, messages_of(settings, first + a_calls), RATE)
         load.start()
-        load.join(300)
-        sent = load.sent
+        sent = load.wait()
 
         def by_lease() -> float:
             metrics = worker.metrics()
@@ -221,12 +214,13 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
         finally:
             stack_api.up(["redis"])
         fault_over = time.monotonic()
-        load.join(300)
-        sent += load.sent
+        sent += load.wait()
+        # The CRM makes the second deals from the second calls once it has them;
+        # a deal that overtakes its call across topics gets no call touch (README).
+        wait_for(lambda: by_lease() == 40, 240, "the held calls to be attributed by lease")
         load = Load(settings, messages_of(settings, b_deals), RATE)
         load.start()
-        load.join(60)
-        figures.sent = sent + load.sent
+        figures.sent = sent + load.wait(60)
         every = attributed(docs + a_calls + a_deals + b_calls + b_deals)
         settle(
             figures,
@@ -271,9 +265,7 @@ def test_producer_resends_batches(stack, stack_env, tmp_path):
     load = Load(settings, resent, RATE)
     load.start()
     try:
-        load.join(300)
-        assert load.error is None, load.error
-        figures.sent = load.sent
+        figures.sent = load.wait()
         resends = figures.sent - len(docs)
         assert resends > len(docs) // 5, resends
         settle(figures, cluster, settings, docs, time.monotonic(), tmp_path)
@@ -315,9 +307,7 @@ def test_poison_messages_go_to_dead_letters_and_nothing_else_changes(stack, stac
     load = Load(settings, mixed, RATE)
     load.start()
     try:
-        load.join(300)
-        assert load.error is None, load.error
-        figures.sent = load.sent
+        figures.sent = load.wait()
         settle(figures, cluster, settings, docs, time.monotonic(), tmp_path, expected_dead=poison)
         rejected = metric_sum(cluster.workers[0].metrics(), "funnel_events_rejected_total")
         assert rejected == poison, (rejected, poison)
