@@ -69,11 +69,12 @@ RESULTS: list[Figures] = []
 def table(results: list[Figures]) -> str:
     head = (
         "| scenario | sent | distinct | counted | lost | double-counted | dead letters "
-        "| recovery s |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| recovery s | crashes restarted |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = [
         f"| {r.scenario} | {r.sent:,} | {r.distinct:,} | {r.counted:,} | {r.lost} "
-        f"| {r.duplicated} | {r.dead_letters} of {r.poison} | {r.recovery_s:.1f} |"
+        f"| {r.duplicated} | {r.dead_letters:,} of {r.poison:,} | {r.recovery_s:.1f} "
+        f"| {r.restarts} |"
         for r in results
     ]
     return "\n".join([head, *rows])
@@ -159,9 +160,11 @@ def messages_of(settings, docs: list[dict]) -> list[tuple[str, bytes | None, byt
 class Cluster:
     """The workers of one consumer group, started and stopped by the scenario."""
 
-    def __init__(self, env: dict[str, str], name: str) -> None:
+    def __init__(self, env: dict[str, str], name: str, supervise: bool = False) -> None:
         self.env = env
         self.name = name
+        # Restart a worker that exits on its own, as Kubernetes would (counted).
+        self.supervise = supervise
         self.workers: list[WorkerProcess] = []
         self.restarts = 0
         self._n = 0
@@ -193,6 +196,7 @@ class Cluster:
         """Restart any worker that exited, as Kubernetes would, and count it."""
         for w in list(self.workers):
             if w.proc is not None and w.proc.poll() is not None:
+                w.stop()
                 self.workers.remove(w)
                 self.restarts += 1
                 self.start(1, wait=False)
@@ -213,6 +217,8 @@ class Cluster:
     def counted(self) -> dict[str, dict[str, int]] | None:
         """Events per type and minute summed over the workers; None unless every
         worker is ready (during a rebalance partitions are owned by nobody)."""
+        if self.supervise:
+            self.revive()
         total: dict[str, dict[str, int]] = {}
         for w in self.workers:
             try:
@@ -270,7 +276,7 @@ def settle(
     exact = False
     exited = ""
     while time.monotonic() < deadline:
-        if supervise:
+        if supervise or cluster.supervise:
             cluster.revive()
         else:
             try:
