@@ -83,7 +83,7 @@ def table(results: list[Figures]) -> str:
 def record(figures: Figures) -> None:
     RESULTS.append(figures)
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps([asdict(r) for r in RESULTS], indent=1))
+    save_results()
 
 
 class Load(threading.Thread):
@@ -349,7 +349,7 @@ def settle(
             assert not diff, (figures.scenario, name, dim, "value: (API, replay)", diff)
         figures.checks.append(f"{name} by {dim} == replay")
     assert figures.dead_letters == expected_dead, (figures.dead_letters, expected_dead)
-    record_update()
+    save_results()  # with the checks that passed
 
 
 def lag_lines(worker: WorkerProcess) -> str:
@@ -361,7 +361,7 @@ def lag_lines(worker: WorkerProcess) -> str:
     return f"{worker.url}:\n" + "\n".join(lines)
 
 
-def record_update() -> None:
+def save_results() -> None:
     RESULTS_FILE.write_text(json.dumps([asdict(r) for r in RESULTS], indent=1))
 
 
