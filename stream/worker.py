@@ -63,6 +63,7 @@ from stream.eos import (
     write_state,
 )
 from stream.events import Rejection, decode, entity_of
+from stream.faust_speed import speed_up_faust
 from stream.funnels import load_funnels
 from stream.kafka_client import client_options, create_topics, faust_credentials
 from stream.logs import RejectLog
@@ -194,6 +195,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     fix_recovery_highwaters()
     fix_read_offset_race()
     fix_stop_commit()
+    speed_up_faust()
     trace = settings.trace_offsets
     if trace:
         from stream.eos import trace_offsets
