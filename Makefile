@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench-decode bench-scale bench-peer bench-latency k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,21 @@ stack-down: install
 stack-status: install
 	$(FUNNEL) stack status
 
-## benchmarks (results in bench/results/*.json)
+## benchmarks (results in bench/results/*.json; the dev stack is started if needed)
+## make bench: throughput (1M events: raw consumer, 1 and 2 workers, Quix Streams peer),
+## latency at 1k and 5k events/s, state cost and recovery of 1M journeys; summary table
+bench: install
+	$(PY) -m bench
+
+## make bench-quick: the same at 50k events (results in bench/results/quick/)
+bench-quick: install
+	$(PY) -m bench --quick
+
+## make bench-profile: py-spy of one worker's throughput run and of a recovery
+bench-profile: install
+	$(PY) -m bench.scale --events $(BENCH_EVENTS) --workers 1 --profile profile-throughput
+	$(PY) -m bench.recovery --journeys 100000 --profile profile-recovery
+
 bench-decode: install
 	$(PY) -m bench.decode
 

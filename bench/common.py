@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# `python -m bench --quick` writes under results/quick/, so the full run's files stay.
+RESULTS = Path(os.environ.get("FUNNEL_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def attribution(rng: random.Random) -> dict[str, str]:

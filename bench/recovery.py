@@ -25,8 +25,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from bench.common import write_result
-from bench.scale import produce, rss_mb
+from bench.common import RESULTS, write_result
+from bench.profile import Profiler
+from bench.scale import cpu_s, produce, rss_mb
 from stream.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, http_get, http_json, settings_for
 
@@ -85,6 +86,11 @@ def changelog_bytes(settings, app_id: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--journeys", type=int, default=100_000)
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="record the restarted worker's recovery with py-spy into bench/results/NAME.*",
+    )
     args = parser.parse_args(argv)
     n = args.journeys
     tag = uuid.uuid4().hex[:6]
@@ -116,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     second = WorkerProcess(env, free_port(), name="recovery-second")
     started = time.monotonic()
     second.start_process()
+    profiler = Profiler(second.proc.pid, RESULTS / f"{args.profile}.txt") if args.profile else None
     try:
         while not is_ready(second.url):
             if second.proc.poll() is not None:
                 raise RuntimeError(f"worker exited; log:\n{second.log_tail()}")
             time.sleep(0.1)
         ready = time.monotonic() - started
+        ready_cpu = cpu_s(second.proc.pid)
         answered = wait_count(second.url, n, 600) - started
+        hotspots = profiler.stop() if profiler else None
         metrics = http_json(f"{second.url}/api/funnels")  # still serving after recovery
         assert metrics["funnels"], metrics
     finally:
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         "dedup_ids": n,
         "ready_s": round(ready, 2),
         "answers_all_s": round(answered, 2),
+        # Near ready_s: recovery is CPU-bound in the worker (not waiting on the broker).
+        "ready_cpu_s": ready_cpu,
         "store": settings.store,
         "worker_rss_idle_mb": idle_mb,
         "worker_rss_mb": full_mb,
@@ -139,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "changelog_disk_mb": round(disk / 2**20, 1),
         "changelog_disk_per_1m_journeys_mb": round(disk / 2**20 * 1_000_000 / n),
     }
-    path = write_result("recovery", figures)
+    if hotspots:
+        figures["profile"] = hotspots
+    path = write_result(args.profile or "recovery", figures)
     print(f"restarted worker: ready after {ready:.1f}s, answered all {n} after {answered:.1f}s")
     print(
         f"state: {full_mb - idle_mb:.0f} MB of worker memory and {disk / 2**20:.0f} MB of "

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import attribution, write_result
+from bench.common import RESULTS, attribution, write_result
+from bench.profile import Profiler
 from stream.config import Settings
 from stream.kafka_client import client_options
 from stream.producer import FunnelProducer
@@ -141,6 +142,12 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (is a run CPU-bound or waiting?)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def group_done(settings: Settings) -> tuple[int, bool]:
     """(input records committed so far, whether input and internal topic are all committed)."""
     rows = offset_rows(settings, settings.app_id)
@@ -153,7 +160,9 @@ def group_done(settings: Settings) -> tuple[int, bool]:
     return committed, done
 
 
-def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
+def run_workers(
+    base_env: dict[str, str], n: int, total: int, tag: str, profile: Path | None = None
+) -> dict:
     env = {
         **own_group_env({**base_env, "FUNNEL_APP_ID": f"bench-{tag}"}, f"n{n}"),
         "FUNNEL_LOG_LEVEL": "warning",
@@ -163,6 +172,7 @@ def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
     started = time.monotonic()
     for w in workers:
         w.start_process()
+    profiler = Profiler(workers[0].proc.pid, profile) if profile else None
     progress = Progress(total, f"{n} worker(s)", "events")
     first = None
     try:
@@ -179,20 +189,27 @@ def run_workers(base_env: dict[str, str], n: int, total: int, tag: str) -> dict:
             time.sleep(0.5)
         finished = time.monotonic()
         progress.done()
+        hotspots = profiler.stop() if profiler else None
         ready = sum(http_get(f"{w.url}/health/ready")[0] == 200 for w in workers)
         rss = [rss_mb(w.proc.pid) for w in workers]
+        cpu = [cpu_s(w.proc.pid) for w in workers]
     finally:
         for w in workers:
             w.stop(60)
     took = finished - (first or started)
-    return {
+    run = {
         "workers": n,
         "startup_s": round((first or finished) - started, 2),
         "seconds": round(took, 2),
         "events_per_s": round(total / took),
         "ready_workers": ready,
         "rss_mb": rss,
+        # Start-up included; a worker near `seconds` of CPU is CPU-bound.
+        "cpu_s": cpu,
     }
+    if hotspots:
+        run["profile"] = hotspots
+    return run
 
 
 QUIX_VENV = REPO / "bench" / ".quix-venv"
@@ -229,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer", action="store_true", help="also run the Quix Streams peer (bench/quix_peer.py)"
     )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="record the first worker run with py-spy into bench/results/NAME.{txt,json}",
+    )
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:6]
     env = {
@@ -245,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     docs = events(args.events)
     asyncio.run(produce(settings, docs))
     raw = asyncio.run(raw_consumer(settings, len(docs)))
-    runs = [run_workers(env, int(n), len(docs), tag) for n in args.workers.split(",")]
+    counts = [int(n) for n in args.workers.split(",")]
+    profile = RESULTS / f"{args.profile}.txt" if args.profile else None
+    runs = [
+        run_workers(env, n, len(docs), tag, profile if i == 0 else None)
+        for i, n in enumerate(counts)
+    ]
     peer = run_quix_peer(settings, len(docs), tag) if args.peer else None
     for run in runs:
         run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
@@ -265,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if peer:
         peer["ratio_vs_raw"] = round(peer["events_per_s"] / raw["events_per_s"], 4)
         figures["quix_streams_peer"] = peer
-    path = write_result("scale-with-peer" if peer else "scale", figures)
+    name = args.profile or ("scale-with-peer" if peer else "scale")
+    path = write_result(name, figures)
     print(f"\nraw consumer (read + decode): {raw['events_per_s']:>8} events/s")
     for run in runs:
         print(

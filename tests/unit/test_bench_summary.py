@@ -1,0 +1,79 @@
+"""The bench summary (bench/__main__.py) and the profile digest (bench/profile.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.__main__ import summarise, table
+from bench.profile import frame_name
+from bench.profile import summarise as digest
+
+
+def write(path: Path, name: str, doc: dict) -> None:
+    (path / f"{name}.json").write_text(json.dumps({"machine": {"git": "abc1234"}, **doc}))
+
+
+def step_files(path: Path, journeys: int, p99_at_5000: float) -> None:
+    write(
+        path,
+        "scale-with-peer",
+        {
+            "events": 1000,
+            "raw_consumer": {"events_per_s": 100_000},
+            "workers": [
+                {"events_per_s": 2000, "ratio_vs_raw": 0.02, "ratio_vs_quix_peer": 1.25},
+                {"events_per_s": 3000, "ratio_vs_raw": 0.03, "speedup_vs_first": 1.5},
+            ],
+            "quix_streams_peer": {"events_per_s": 1600},
+        },
+    )
+    runs = [
+        {"rate": r, "p50_s": 0.5, "p99_s": p, "max_s": p + 0.1, "consumed_per_s": r}
+        for r, p in ((1000, 0.9), (5000, p99_at_5000))
+    ]
+    write(path, "latency", {"runs": runs})
+    recovery = {
+        "journeys": journeys,
+        "ready_s": 20.0,
+        "memory_per_1m_journeys_mb": 4000,
+        "changelog_disk_per_1m_journeys_mb": 1100,
+    }
+    write(path, "recovery", recovery)
+
+
+def test_summary_puts_each_figure_beside_its_target(tmp_path: Path) -> None:
+    step_files(tmp_path, journeys=100_000, p99_at_5000=3.5)
+    s = summarise(tmp_path)
+    assert s["worker_vs_raw"] == 0.02
+    assert s["worker_vs_peer"] == 1.25
+    assert s["two_workers_speedup"] == 1.5
+    assert s["p99_at_5000_s"] == 3.5
+    assert s["recovery_1m_journeys_s"] == 200.0  # scaled from 100k
+    text = table(s)
+    assert "| one worker / raw consumer | 0.02 | 0.5: missed |" in text
+    assert "| one worker / peer | 1.25 | 1.0: met |" in text
+    assert "p99 <= 1 s: missed" in text
+    assert "(from 100,000, scaled)" in text
+
+
+def test_a_full_run_is_not_called_scaled(tmp_path: Path) -> None:
+    step_files(tmp_path, journeys=1_000_000, p99_at_5000=0.8)
+    text = table(summarise(tmp_path))
+    assert "| recovery of 1M journeys, s | 20.0 | 30 s: met |" in text
+    assert "p99 <= 1 s: met" in text
+
+
+def test_profile_digest_counts_self_and_total_share() -> None:
+    lines = [
+        "run (/x/lib/python3.11/site-packages/faust/app.py);count (/repo/stream/worker.py) 6",
+        "run (/x/lib/python3.11/site-packages/faust/app.py);dump (/repo/stream/state.py) 3",
+        "run (/x/lib/python3.11/site-packages/faust/app.py) 1",
+        "not a sample line",
+    ]
+    d = digest(lines)
+    assert d["samples"] == 10
+    assert d["self_pct"][0] == ["stream/worker.py:count", 60.0]
+    assert ["faust/app.py:run", 100.0] in d["total_pct"]
+    assert ["stream/state.py:dump", 30.0] in d["total_pct"]
+    assert frame_name("f (/a/site-packages/aiokafka/conn.py)") == "aiokafka/conn.py:f"
