@@ -257,6 +257,10 @@ class Engine:
         self.counters: Counter[Key] = Counter()
         self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
         self.seen_values: dict[tuple[str, str], set[str]] = {}
+        # One shared tuple per counter key: every journey holds the keys it
+        # contributes to, and thousands of journeys contribute to the same ones
+        # (half a journey's memory was these tuples, repeated).
+        self.keys: dict[Key, Key] = {}
         self.watermark = float("-inf")  # highest event time seen
         self.retained_from = float("-inf")  # counters of older buckets are dropped
         self.late: Counter[str] = Counter()
@@ -321,7 +325,11 @@ class Engine:
                 self.dirty_counters.add(key)
                 if not self.counters[key]:
                     del self.counters[key]
-        journey.contributions = new
+        journey.contributions = self._shared(new)
+
+    def _shared(self, contributions: Counter[Key]) -> Counter[Key]:
+        shared = self.keys.setdefault
+        return Counter({shared(k, k): n for k, n in contributions.items()})
 
     def _value(self, funnel: Funnel, dim: str, raw: str) -> str:
         seen = self.seen_values.setdefault((funnel.name, dim), set())
@@ -477,6 +485,8 @@ class Engine:
             for key in [k for k in self.counters if k[3] < horizon]:
                 del self.counters[key]
                 self.dirty_counters.add(key)
+            for key in [k for k in self.keys if k[3] < horizon]:
+                del self.keys[key]  # journeys still holding it keep their own reference
         dropped = 0
         for funnel in self.funnels:
             horizon = self.watermark - self.lateness - funnel.window
@@ -505,6 +515,7 @@ class Engine:
         """Load persisted state (e.g. from recovered tables) into an empty engine."""
         for funnel, entity, journey in journeys:
             if funnel in self.journeys:
+                journey.contributions = self._shared(journey.contributions)
                 self.journeys[funnel][entity] = journey
         for key, n in counters:
             self.counters[key] = n

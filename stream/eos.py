@@ -89,7 +89,11 @@ async def commits_held(app: faust.App) -> AsyncIterator[None]:
 
 
 async def write_state(
-    app: faust.App, table: faust.Table, source: TP, updates: Mapping[Any, Any]
+    app: faust.App,
+    table: faust.Table,
+    source: TP,
+    updates: Mapping[Any, Any],
+    keep: bool = True,
 ) -> None:
     """Set keys in ``table`` and put their changelog records in ``source``'s transaction.
 
@@ -97,20 +101,31 @@ async def write_state(
     partition equals its number so recovery restores them to the worker that
     owns it. A value of None deletes the key (a changelog tombstone). Records
     are serialised as JSON, as the tables' json schema expects on recovery.
+    ``keep=False`` writes the changelog only and drops the key from memory:
+    for state the caller holds itself and reads back only after a recovery.
     """
     data = table.data
     changelog = table.changelog_topic.get_topic_name()
     for key, value in updates.items():
         check_not_revoked()
-        if value is None:
-            data.pop(key, None)
-            raw = None
+        if value is None or not keep:
+            drop_keys(table, (key,))
         else:
             data[key] = value
-            raw = orjson.dumps(value)
+        raw = None if value is None else orjson.dumps(value)
         await send_in_transaction(
             app, source, changelog, orjson.dumps(key), raw, partition=source.partition
         )
+
+
+def drop_keys(table: faust.Table, keys: Iterable[Any]) -> None:
+    """Remove keys from a table's memory, and from the memory store's key -> partition index."""
+    store = table.data
+    index = getattr(store, "_key_partition", None)
+    for key in keys:
+        store.pop(key, None)
+        if index is not None:
+            index.pop(key, None)
 
 
 async def ack_all(stream: faust.StreamT, events: Iterable[faust.EventT]) -> None:

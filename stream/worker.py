@@ -55,6 +55,7 @@ from stream.eos import (
     batch_is_stale,
     begin_batch,
     commits_held,
+    drop_keys,
     fix_read_offset_race,
     fix_recovery_highwaters,
     fix_stop_commit,
@@ -255,6 +256,12 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     by_name = {f.name: f for f in funnels}
     engines: dict[int, Engine] = {}
 
+    # With the memory store the engines hold the journeys; the table keeps only
+    # what a recovery brought back until its engine is loaded (a journey held
+    # twice was a third of a worker's memory). Every rebalance replays the
+    # changelogs from the start (forget_uncommitted_state), so nothing is lost.
+    engine_owns_journeys = settings.store.startswith("memory")
+
     def engine_for(p: int) -> Engine:
         """The partition's engine, loaded from its tables after each (re)assignment."""
         engine = engines.get(p)
@@ -265,11 +272,14 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 lateness=settings.lateness,
                 retention=settings.retention,
             )
-            restored = []
+            restored, loaded_keys = [], []
             for key, value in list(journeys_table.data.items()):
                 part, funnel_name, entity = state.parse_key(key)
                 if part == p and value is not None:
                     restored.append((funnel_name, entity, state.load_journey(value)))
+                    loaded_keys.append(key)
+            if engine_owns_journeys:
+                drop_keys(journeys_table, loaded_keys)
             counts = []
             for key, value in list(counters_table.data.items()):
                 part, *rest = state.parse_key(key)
@@ -312,10 +322,11 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 await app.consumer.commit()
             except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
                 log.warning("commit on revoke failed", exc_info=True)
+        had_engines = bool(engines)
         engines.clear()
         source_next.clear()
         if settings.store.startswith("memory"):
-            forget_uncommitted_state(app)
+            forget_uncommitted_state(app, had_engines)
 
     # Next input offset per source partition for normalise, valid within one
     # assignment; after a rebalance it restarts from the group's committed offset.
@@ -644,6 +655,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 state.journey_key(p, f, e): None if j is None else state.dump_journey(j)
                 for (f, e), j in changed_journeys.items()
             },
+            keep=not engine_owns_journeys,
         )
         await write_state(
             app,
@@ -1036,7 +1048,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     return app
 
 
-def forget_uncommitted_state(app: faust.App) -> None:
+def forget_uncommitted_state(app: faust.App, had_engines: bool = True) -> None:
     """Drop every in-memory table and make the coming recovery read each changelog
     of the new assignment from its start (read_committed: committed state only).
 
@@ -1046,10 +1058,11 @@ def forget_uncommitted_state(app: faust.App) -> None:
     stay in the in-memory tables, and Faust's recovery resumes a kept
     partition from where the memory left off. Memory and committed state then
     diverge: the chaos suite's join/leave scenario lost 238 to 3,784 of 20,004
-    events that way. Costs a full changelog replay per rebalance. A worker whose
-    tables are all empty (starting up) has nothing to forget and is left alone.
+    events that way. Costs a full changelog replay per rebalance. A worker with
+    no engine and all tables empty (starting up) has nothing to forget and is
+    left alone; engines count, as they hold journeys the tables do not.
     """
-    if not any(len(table.data) for table in app.tables.values()):
+    if not had_engines and not any(len(table.data) for table in app.tables.values()):
         return
     for table in app.tables.values():
         store = table.data
