@@ -263,7 +263,6 @@ class Engine:
         self.keys: dict[Key, Key] = {}
         self.watermark = float("-inf")  # highest event time seen
         self.retained_from = float("-inf")  # counters of older buckets are dropped
-        self.journeys_scanned_at = float("-inf")  # watermark of the last expiry scan
         self.late: Counter[str] = Counter()
         # What changed since the caller last persisted (see ``take_changes``).
         self.dirty_journeys: set[tuple[str, str]] = set()
@@ -488,14 +487,6 @@ class Engine:
                 self.dirty_counters.add(key)
             for key in [k for k in self.keys if k[3] < horizon]:
                 del self.keys[key]  # journeys still holding it keep their own reference
-        # Scanning every journey on every batch costs time in proportion to the
-        # state (1M events of the bench mix, one partition's sixth, batches of
-        # 170: 11.8 s of scans against 8.0 s of processing). Once per bucket of
-        # event time is enough: a journey past its horizon can no longer
-        # change, so dropping it a little later gives the same counts.
-        if self.watermark < self.journeys_scanned_at + self.bucket:
-            return 0
-        self.journeys_scanned_at = self.watermark
         dropped = 0
         for funnel in self.funnels:
             horizon = self.watermark - self.lateness - funnel.window

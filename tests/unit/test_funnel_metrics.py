@@ -128,21 +128,6 @@ def test_buckets_older_than_retention_are_dropped_and_never_go_negative():
     assert all(n > 0 for n in engine.counters.values())
 
 
-def test_journeys_past_their_window_are_dropped_in_at_most_one_scan_per_bucket():
-    engine = Engine(FUNNELS, bucket=60, lateness=600, retention=86400)
-    window = max(f.window for f in FUNNELS if f.name == "shop")
-    base = 1_800_000_000.0
-    engine.process(event("r0", "visit", base, "old"))
-    assert engine.expire() == 0  # first scan: nothing is old yet
-    past = base + window + 600 + 1  # "old" can no longer change
-    engine.process(event("r1", "visit", past, "new"))
-    assert engine.expire() == 1 and "old" not in engine.journeys["shop"]
-    engine.process(event("r2", "visit", past + 30, "newer"))
-    assert engine.expire() == 0
-    assert engine.journeys_scanned_at == past  # same bucket of event time: no second scan
-    assert set(engine.journeys["shop"]) == {"new", "newer"}
-
-
 def test_expire_before_any_event_is_a_no_op():
     # A partition whose first batch held only duplicates or late events has no
     # watermark yet; expiring must not fail (it crashed the worker once).
