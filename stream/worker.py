@@ -213,11 +213,6 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_interval,
-        # Standby copies of other workers' tables bring nothing here: every
-        # rebalance replays the changelogs from the start anyway (with the
-        # memory store, forget_uncommitted_state), and they cost each worker
-        # the CPU and memory of its peers' state too.
-        table_standby_replicas=0,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=max(1.0, settings.session_timeout / 10),
         web_enabled=True,
