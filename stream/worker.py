@@ -260,7 +260,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     # what a recovery brought back until its engine is loaded (a journey held
     # twice was a third of a worker's memory). Every rebalance replays the
     # changelogs from the start (forget_uncommitted_state), so nothing is lost.
-    engine_owns_journeys = settings.store.startswith("memory")
+    memory_store = settings.store.startswith("memory")
 
     def engine_for(p: int) -> Engine:
         """The partition's engine, loaded from its tables after each (re)assignment."""
@@ -278,7 +278,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 if part == p and value is not None:
                     restored.append((funnel_name, entity, state.load_journey(value)))
                     loaded_keys.append(key)
-            if engine_owns_journeys:
+            if memory_store:
                 drop_keys(journeys_table, loaded_keys)
             counts = []
             for key, value in list(counters_table.data.items()):
@@ -325,7 +325,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         had_engines = bool(engines)
         engines.clear()
         source_next.clear()
-        if settings.store.startswith("memory"):
+        if memory_store:
             forget_uncommitted_state(app, had_engines)
 
     # Next input offset per source partition for normalise, valid within one
@@ -655,7 +655,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
                 state.journey_key(p, f, e): None if j is None else state.dump_journey(j)
                 for (f, e), j in changed_journeys.items()
             },
-            keep=not engine_owns_journeys,
+            keep=not memory_store,
         )
         await write_state(
             app,
