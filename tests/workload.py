@@ -121,6 +121,11 @@ def events_per_minute(docs: list[dict]) -> dict[str, dict[str, int]]:
     return {kind: dict(sorted(c.items())) for kind, c in sorted(out.items())}
 
 
+def total(per_minute: dict[str, dict[str, int]]) -> int:
+    """All events of an ``events_per_minute`` answer (or of the API's)."""
+    return sum(n for minutes in per_minute.values() for n in minutes.values())
+
+
 def send_docs(settings, docs: list[dict]) -> None:
     async def send() -> None:
         async with FunnelProducer(settings) as producer:

@@ -37,7 +37,7 @@ from tests.support import (
     offsets_report,
     settings_for,
 )
-from tests.workload import events_per_minute, oracle_docs, wait_answer
+from tests.workload import events_per_minute, oracle_docs, total, wait_answer
 
 # FUNNEL_CHAOS_SOAK=1 (make test-chaos) runs every scenario longer and harder.
 SOAK = os.environ.get("FUNNEL_CHAOS_SOAK") == "1"
@@ -236,7 +236,7 @@ class Cluster:
 
     def counted_total(self) -> int:
         got = self.counted() or {}
-        return sum(n for minutes in got.values() for n in minutes.values())
+        return total(got)
 
 
 def compare(want: dict[str, dict[str, int]], got: dict[str, dict[str, int]]) -> tuple[int, int]:
@@ -269,7 +269,7 @@ def settle(
     row (lost / double-counted) in the table.
     """
     want = events_per_minute(docs)
-    figures.distinct = sum(n for m in want.values() for n in m.values())
+    figures.distinct = total(want)
     figures.poison = expected_dead
     deadline = time.monotonic() + timeout
     got: dict[str, dict[str, int]] | None = None
@@ -291,7 +291,7 @@ def settle(
         time.sleep(0.5)
     figures.restarts = cluster.restarts
     got = got or {}
-    figures.counted = sum(n for m in got.values() for n in m.values())
+    figures.counted = total(got)
     figures.lost, figures.duplicated = compare(want, got)
     if exact:
         figures.recovery_s = time.monotonic() - fault_over

@@ -35,7 +35,7 @@ from tests.support import (
     unique_env,
     wait_for,
 )
-from tests.workload import events_per_minute
+from tests.workload import events_per_minute, total
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,7 @@ def settled(worker: WorkerProcess, sent: Path) -> dict:
     try:
         wait_for(counted, 180, f"the worker to count the demo's {len(docs)} history events")
     except AssertionError as exc:
-        got = sum(n for m in (last[0] or {}).values() for n in m.values())
+        got = total(last[0] or {})
         late = metric_sum(worker.metrics(), "funnel_events_late_total")
         raise AssertionError(f"{exc}: counted {got} of {len(docs)}, {late:.0f} late") from None
     print(f"{len(docs)} history events counted in {time.monotonic() - started:.1f}s")
