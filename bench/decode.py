@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 
 from bench.common import attribution, write_result
-from stream.events import _decoder as _msgspec_decoder
-from stream.events import decode
+from stream.core.events import _decoder as _msgspec_decoder
+from stream.core.events import decode
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
 NOW = time.time()
@@ -94,7 +94,7 @@ def candidates() -> dict[str, Callable[[bytes], object]]:
     out: dict[str, Callable[[bytes], object]] = {
         "json.loads (parse only, baseline)": json.loads,
         "orjson.loads (parse only)": orjson.loads,
-        "msgspec + section-3 rules (stream.events.decode)": lambda raw: decode(raw, now=NOW),
+        "msgspec + section-3 rules (stream.core.events.decode)": lambda raw: decode(raw, now=NOW),
         "msgspec typed decode only (no time/topic rules)": _msgspec_decoder.decode,
         "orjson + jsonschema (validate)": orjson_jsonschema,
     }

@@ -33,8 +33,8 @@ import aiohttp
 import orjson
 
 from bench.common import write_result
-from stream.kafka_client import client_options
-from stream.stack import Stack
+from stream.kafka.client import client_options
+from stream.ops.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, settings_for
 
 POLL_S = 0.05

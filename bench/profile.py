@@ -42,7 +42,7 @@ class Profiler:
 
 
 def frame_name(frame: str) -> str:
-    """'write_state (stream/eos.py)' -> 'stream/eos.py:write_state', site-packages trimmed."""
+    """'f (stream/x.py)' -> 'stream/x.py:f', site-packages trimmed."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
     if "site-packages/" in where:

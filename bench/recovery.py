@@ -28,7 +28,7 @@ import orjson
 from bench.common import RESULTS, write_result
 from bench.profile import Profiler
 from bench.scale import cpu_s, produce, rss_mb
-from stream.stack import Stack
+from stream.ops.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, http_get, http_json, settings_for
 
 

@@ -38,10 +38,10 @@ import orjson
 from bench.common import RESULTS, attribution, write_result
 from bench.profile import Profiler
 from stream.config import Settings
-from stream.kafka_client import client_options
-from stream.producer import FunnelProducer
+from stream.kafka.client import client_options
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
 from stream.progress import Progress
-from stream.stack import Stack
 from tests.support import (
     WorkerProcess,
     free_port,

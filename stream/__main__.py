@@ -1,5 +1,5 @@
 import sys
 
-from stream.cli import main
+from stream.tools.cli import main
 
 sys.exit(main())

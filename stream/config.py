@@ -114,7 +114,7 @@ class Settings:
     # Funnel definitions (FUNNEL_FUNNELS); empty = the defaults in the package.
     funnels: str = ""
     # Call tracking numbers: the dynamic pool, lease time and static numbers
-    # per source (FUNNEL_TRACKING); empty = stream/tracking.toml in the package.
+    # per source (FUNNEL_TRACKING); empty = stream/core/tracking.toml in the package.
     tracking: str = ""
     # Bearer token that write endpoints (POST /api/tracking-numbers) require
     # (FUNNEL_API_TOKEN); empty = no token, fine only on 127.0.0.1.
@@ -230,7 +230,7 @@ class Settings:
     @property
     def metric_window_seconds(self) -> dict[str, int]:
         """FUNNEL_METRIC_WINDOWS as {label: seconds}, e.g. {"5m": 300, ...}."""
-        from stream.funnels import parse_duration
+        from stream.core.funnels import parse_duration
 
         names = [w.strip() for w in self.metric_windows.split(",") if w.strip()]
         try:
@@ -241,7 +241,7 @@ class Settings:
     @property
     def alert_long_window_seconds(self) -> int:
         """FUNNEL_ALERT_LONG_WINDOW in seconds: also the live page's drop baseline."""
-        from stream.funnels import parse_duration
+        from stream.core.funnels import parse_duration
 
         try:
             return parse_duration(self.alert_long_window)

@@ -1,6 +1,6 @@
 """An independent, deliberately simple batch implementation of DESIGN.md section 4.
 
-Written separately from stream/engine.py (no shared code but the event
+Written separately from stream/core/engine.py (no shared code but the event
 decoder and the funnel definitions): it sorts all accepted events by time and
 walks each entity's events once. The engine must give the same counters.
 """
@@ -11,7 +11,7 @@ import calendar
 from collections import Counter, defaultdict
 from typing import Any
 
-from stream.funnels import Funnel
+from stream.core.funnels import Funnel
 
 
 def accepted_events(events: list[Any], lateness: float) -> tuple[list[Any], list[Any]]:

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stream.funnels import load_funnels
-from stream.producer import FunnelProducer
-from stream.replay import replay
-from stream.stack import Stack
+from stream.core.funnels import load_funnels
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
+from stream.tools.replay import replay
 from tests.support import (
     REPO,
     WorkerProcess,

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from stream.stack import Stack
+from stream.ops.stack import Stack
 from tests.chaos.harness import (
     EVENTS,
     RATE,

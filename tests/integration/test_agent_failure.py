@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from stream.producer import FunnelProducer
-from stream.stack import Stack
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
 from tests.support import WorkerProcess, free_port, settings_for, unique_env
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_a_failing_agent_stops_the_worker_with_an_error(stack, stack_env, tmp_path):
     # Inject a bug into the worker process only: its offset planning raises.
     (tmp_path / "sitecustomize.py").write_text(
-        "import stream.continuity as c\n"
+        "import stream.faust_fixes.missing_offsets as c\n"
         "def boom(*a, **k):\n"
         "    raise RuntimeError('injected failure')\n"
         "c.plan = boom\n"

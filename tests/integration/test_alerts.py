@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stream.stack import Stack
+from stream.ops.stack import Stack
 from tests.support import (
     REPO,
     TEST_ENV,
@@ -90,7 +90,7 @@ def drop_off_alerts(prom_port: int) -> list[dict]:
 
 def dashboard_queries() -> list[tuple[str, str, str]]:
     """(dashboard, panel, PromQL) with the variables set as a person would pick them."""
-    from stream.grafana import dashboards
+    from stream.ops.grafana import dashboards
 
     out = []
     for uid, board in dashboards().items():

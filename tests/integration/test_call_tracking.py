@@ -15,8 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.producer import SyncFunnelProducer
-from stream.stack import Stack
+from stream.kafka.producer import SyncFunnelProducer
+from stream.ops.stack import Stack
 from tests.integration.test_contract import read_topic
 from tests.support import (
     WorkerProcess,

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from stream.continuity import Refetcher
-from stream.kafka_client import client_options
+from stream.faust_fixes.missing_offsets import Refetcher
+from stream.kafka.client import client_options
 from tests.support import settings_for, unique_env
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.producer import FunnelProducer, SyncFunnelProducer
-from stream.stack import Stack
+from stream.kafka.producer import FunnelProducer, SyncFunnelProducer
+from stream.ops.stack import Stack
 from tests.support import (
     REPO,
     WorkerProcess,
@@ -159,7 +159,7 @@ def test_invalid_duplicate_and_valid_events_end_where_they_should(stack, stack_e
 
 
 def test_producer_client_fills_envelope_keys_by_entity_and_validates(stack, stack_env):
-    from stream.events import Rejection
+    from stream.core.events import Rejection
 
     env = unique_env(stack_env)
     settings = settings_for(env)

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.cli import main
-from stream.funnels import load_funnels
-from stream.producer import FunnelProducer
-from stream.replay import replay
-from stream.stack import Stack
+from stream.core.funnels import load_funnels
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
+from stream.tools.cli import main
+from stream.tools.replay import replay
 from tests.support import (
     WorkerProcess,
     free_port,

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.producer import FunnelProducer
-from stream.stack import Stack
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
 from tests.support import REPO, WorkerProcess, free_port, http_json, settings_for, unique_env
 from tests.support import wait_for as wait_until
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from stream.producer import FunnelProducer
-from stream.stack import Stack
+from stream.kafka.producer import FunnelProducer
+from stream.ops.stack import Stack
 from tests.support import (
     REPO,
     WorkerProcess,

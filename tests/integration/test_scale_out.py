@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from stream.funnels import load_funnels
-from stream.stack import Stack
+from stream.core.funnels import load_funnels
+from stream.ops.stack import Stack
 from tests.support import (
     WorkerProcess,
     free_port,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from stream.stack import Stack
+from stream.ops.stack import Stack
 from tests.support import (
     TEST_ENV,
     WorkerProcess,
@@ -124,8 +124,8 @@ def visit_messages(base: datetime, per_minute: dict[int, int]) -> tuple[list[byt
 def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
     """kill -9 mid-load, restart: the table (recovered from its changelog) is exact.
 
-    It found the Faust problems worked around in stream/eos.py and
-    stream/continuity.py (README, "Exactly-once and Faust").
+    It found the Faust problems worked around in stream/worker/transactions.py and
+    stream/faust_fixes/missing_offsets.py (README, "Exactly-once and Faust").
     """
     kill_and_restart_once(stack_env)
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from stream.stack import Stack
+from stream.ops.stack import Stack
 from tests.support import REPO, TEST_ENV, free_port, http_json, settings_for, wait_for
 
 pytestmark = pytest.mark.integration
@@ -163,7 +163,7 @@ def test_component_that_dies_reports_its_log_tail(tmp_path):
     stack._prometheus_prepare()
     (settings.run_dir / "prometheus" / "prometheus.yml").write_text(bad_rules.read_text())
     stack.components["prometheus"].prepare = lambda: None
-    from stream.stack import StackError
+    from stream.ops.stack import StackError
 
     with pytest.raises(StackError, match="prometheus exited with code"):
         stack.start("prometheus")
@@ -175,7 +175,9 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(tmp_path, monkey
 
     env = {**TEST_ENV, "PATH": __import__("os").environ["PATH"], "FUNNEL_RUN_DIR": str(tmp_path)}
     stack = Stack(settings_for(env), out=open("/dev/null", "w"))  # noqa: SIM115
-    monkeypatch.setattr("stream.stack.uuid.uuid4", lambda: uuid_mod.UUID(bytes=b"\xf8" + bytes(15)))
+    monkeypatch.setattr(
+        "stream.ops.stack.uuid.uuid4", lambda: uuid_mod.UUID(bytes=b"\xf8" + bytes(15))
+    )
     stack._kafka_prepare()
     meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
     assert "cluster.id=-" in meta

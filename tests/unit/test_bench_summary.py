@@ -66,14 +66,14 @@ def test_a_full_run_is_not_called_scaled(tmp_path: Path) -> None:
 
 def test_profile_digest_counts_self_and_total_share() -> None:
     lines = [
-        "run (/x/lib/python3.11/site-packages/faust/app.py);count (/repo/stream/worker.py) 6",
-        "run (/x/lib/python3.11/site-packages/faust/app.py);dump (/repo/stream/state.py) 3",
+        "run (/x/lib/python3.11/site-packages/faust/app.py);count (/repo/stream/worker/app.py) 6",
+        "run (/x/lib/python3.11/site-packages/faust/app.py);dump (/repo/stream/core/state.py) 3",
         "run (/x/lib/python3.11/site-packages/faust/app.py) 1",
         "not a sample line",
     ]
     d = digest(lines)
     assert d["samples"] == 10
-    assert d["self_pct"][0] == ["stream/worker.py:count", 60.0]
+    assert d["self_pct"][0] == ["stream/worker/app.py:count", 60.0]
     assert ["faust/app.py:run", 100.0] in d["total_pct"]
-    assert ["stream/state.py:dump", 30.0] in d["total_pct"]
+    assert ["stream/core/state.py:dump", 30.0] in d["total_pct"]
     assert frame_name("f (/a/site-packages/aiokafka/conn.py)") == "aiokafka/conn.py:f"

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-from stream.cli import main
+from stream.tools.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 

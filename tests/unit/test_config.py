@@ -55,7 +55,7 @@ def test_web_server_binds_loopback_unless_configured(monkeypatch, tmp_path):
 def test_kafka_security_passes_to_every_client(monkeypatch):
     import ssl
 
-    from stream.kafka_client import client_options, faust_credentials
+    from stream.kafka.client import client_options, faust_credentials
 
     monkeypatch.setenv("FUNNEL_KAFKA_BOOTSTRAP", "kafka-0:9093")
     assert client_options(Settings.from_env()) == {
@@ -93,7 +93,7 @@ def test_kafka_security_passes_to_every_client(monkeypatch):
     ],
 )
 def test_kafka_security_errors_name_the_setting(monkeypatch, env, message):
-    from stream.kafka_client import client_options
+    from stream.kafka.client import client_options
 
     for key, value in env.items():
         monkeypatch.setenv(f"FUNNEL_KAFKA_{key}", value)

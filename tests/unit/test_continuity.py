@@ -1,11 +1,11 @@
-"""Each offset applied once: redeliveries skipped, holes found (stream/continuity.py)."""
+"""Each offset applied once: redeliveries skipped, holes found (faust_fixes/missing_offsets.py)."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.continuity import plan
+from stream.faust_fixes.missing_offsets import plan
 
 
 def test_contiguous_batch_after_the_expected_offset():

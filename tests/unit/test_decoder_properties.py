@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.config import INPUT_TOPICS
-from stream.events import REASONS, TIMESTAMP_PATTERN, Rejection, decode, encode
+from stream.core.events import REASONS, TIMESTAMP_PATTERN, Rejection, decode, encode
 from tests.unit.test_schemas import MANIFEST, NOW, TOPIC_TYPE, schema_errors
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"

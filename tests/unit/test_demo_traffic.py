@@ -7,11 +7,11 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream.demo import Drop, Traffic, rhythm
-from stream.engine import Engine
-from stream.events import decode
-from stream.funnels import load_funnels
-from stream.summary import summarise
+from stream.core.engine import Engine
+from stream.core.events import decode
+from stream.core.funnels import load_funnels
+from stream.core.summary import summarise
+from stream.tools.demo import Drop, Traffic, rhythm
 
 START = 1_800_000_000.0
 

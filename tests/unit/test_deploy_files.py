@@ -99,7 +99,7 @@ def test_alertmanager_configs_are_valid(tmp_path):
 
 def test_committed_rules_are_the_generated_defaults():
     from stream.config import Settings
-    from stream.rules import render_rules
+    from stream.ops.rules import render_rules
 
     committed = (REPO / "deploy/prometheus/rules/funnel.yml").read_text()
     assert committed == render_rules(Settings()), (
@@ -110,7 +110,7 @@ def test_committed_rules_are_the_generated_defaults():
 
 def test_alert_settings_reach_the_rules():
     from stream.config import Settings
-    from stream.rules import render_rules
+    from stream.ops.rules import render_rules
 
     rules = yaml.safe_load(
         render_rules(Settings(alert_short_window="1m", alert_drop=0.7, alert_min_volume=20))
@@ -132,7 +132,7 @@ def test_alert_settings_reach_the_rules():
 
 def test_committed_grafana_files_are_the_generated_ones(tmp_path):
     from stream.config import Settings
-    from stream.grafana import write_all
+    from stream.ops.grafana import write_all
 
     for path in write_all(tmp_path, Settings()):
         committed = REPO / "deploy/grafana" / path.relative_to(tmp_path)
@@ -142,7 +142,7 @@ def test_committed_grafana_files_are_the_generated_ones(tmp_path):
 
 
 def test_dashboards_use_only_defined_variables_and_recorded_ratios():
-    from stream.grafana import dashboards
+    from stream.ops.grafana import dashboards
 
     boards = dashboards()
     assert set(boards) == {

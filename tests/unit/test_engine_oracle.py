@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.engine import Engine
-from stream.events import decode
-from stream.funnels import parse_funnels
-from stream.summary import summarise
+from stream.core.engine import Engine
+from stream.core.events import decode
+from stream.core.funnels import parse_funnels
+from stream.core.summary import summarise
 from tests.oracle import accepted_events, oracle_counts
 
 FUNNELS = parse_funnels(

@@ -1,4 +1,4 @@
-"""A batch that began before a revoke may not write (stream/eos.py)."""
+"""A batch that began before a revoke may not write (stream/worker/transactions.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from stream import eos
+from stream.worker import transactions as eos
 
 
 def test_a_batch_begun_before_a_revoke_is_stopped_and_a_new_one_writes():

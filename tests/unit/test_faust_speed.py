@@ -1,4 +1,4 @@
-"""Faust's per-record fast paths (stream/faust_speed.py): same results, fewer tasks."""
+"""Faust's per-record fast paths (stream/faust_fixes/fast_paths.py): same results, fewer tasks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from mode import Service
 from mode.utils.locks import Event
 
-from stream.faust_speed import fetch_wait_first, speed_up_faust, wait_for
+from stream.faust_fixes.fast_paths import fetch_wait_first, speed_up_faust, wait_for
 
 
 class FakeConsumer(Service):

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.config import Settings
-from stream.engine import Engine
-from stream.events import decode
-from stream.metrics import funnel_families
-from stream.summary import summarise
+from stream.core.engine import Engine
+from stream.core.events import decode
+from stream.core.summary import summarise
+from stream.worker.metrics import funnel_families
 from tests.unit.test_engine_oracle import FUNNELS, generate, run_engine
 
 WINDOWS = Settings().metric_window_seconds  # the default 5m, 1h, 24h
@@ -139,7 +139,7 @@ def test_expire_before_any_event_is_a_no_op():
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 10**9), n=st.integers(5, 120))
 def test_money_gauges_equal_the_api_documents(seed, n):
-    from stream import money
+    from stream.core import money
 
     events = generate(seed, n, 0.1, 0.0)
     engine = run_engine(events)
@@ -172,8 +172,8 @@ def test_no_id_hash_or_session_ever_becomes_a_metric_label():
     """DESIGN.md section 3: nothing personal becomes a label. The demo's events carry
     visitor, user, session, call, deal and order ids and caller hashes; none may
     appear among the label values the worker exports."""
-    from stream.demo import Traffic
-    from stream.funnels import load_funnels
+    from stream.core.funnels import load_funnels
+    from stream.tools.demo import Traffic
 
     start = 1_800_000_000.0
     traffic = Traffic(seed=4, rate=60.0, start=start)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from stream.config import Settings
-from stream.rules import render_rules
+from stream.ops.rules import render_rules
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "deploy" / "k8s" / "base"
@@ -50,8 +50,8 @@ def test_prometheus_rule_is_the_generated_rules():
 
 
 def test_funnel_definitions_are_the_packaged_ones():
-    assert (BASE / "funnels.toml").read_text() == (REPO / "stream/funnels.toml").read_text(), (
-        "deploy/k8s/base/funnels.toml differs from stream/funnels.toml: copy it over"
+    assert (BASE / "funnels.toml").read_text() == (REPO / "stream/core/funnels.toml").read_text(), (
+        "deploy/k8s/base/funnels.toml differs from stream/core/funnels.toml: copy it over"
     )
 
 
@@ -80,7 +80,7 @@ def test_every_configured_variable_is_a_real_setting():
 
 
 def test_probes_and_ports_point_at_the_worker():
-    worker_source = (REPO / "stream" / "worker.py").read_text()
+    worker_source = "".join(p.read_text() for p in (REPO / "stream").rglob("*.py"))
     pages = set(re.findall(r'@app\.page\("([^"]+)"\)', worker_source))
     (sts,) = by_kind()["StatefulSet"]
     (container,) = sts["spec"]["template"]["spec"]["containers"]

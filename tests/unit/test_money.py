@@ -4,7 +4,7 @@ The generated business is simple enough to compute by hand per entity (each
 visitor's events fall in one funnel window; each deal is a lead, some stages,
 then won, lost or still open), so the oracle here is a few sums and divisions
 over the raw event list; the stream side is the engine on a shuffled,
-duplicated arrival order, then stream/summary.py and stream/money.py.
+duplicated arrival order, then stream/core/summary.py and stream/core/money.py.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import money
-from stream.engine import Engine
-from stream.events import decode
-from stream.funnels import parse_funnels
-from stream.summary import summarise
+from stream.core import money
+from stream.core.engine import Engine
+from stream.core.events import decode
+from stream.core.funnels import parse_funnels
+from stream.core.summary import summarise
 
 FUNNELS = parse_funnels(
     """

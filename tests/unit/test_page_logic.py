@@ -6,10 +6,11 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from stream import api, page
-from stream.chart import funnel_svg
-from stream.funnels import load_funnels
-from stream.summary import flag_drops, summarise
+from stream.api import assets as page
+from stream.api import query as api
+from stream.core.chart import funnel_svg
+from stream.core.funnels import load_funnels
+from stream.core.summary import flag_drops, summarise
 
 SHOP = next(f for f in load_funnels() if f.name == "shop")
 

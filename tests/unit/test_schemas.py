@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from stream.config import INPUT_TOPICS
-from stream.events import REASONS, Rejection, decode
+from stream.core.events import REASONS, Rejection, decode
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 MANIFEST = json.loads((SCHEMAS / "examples" / "manifest.json").read_text())

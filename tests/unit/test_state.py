@@ -6,10 +6,10 @@ import random
 
 import orjson
 
-from stream import state
-from stream.engine import Engine
-from stream.events import encode
-from stream.funnels import load_funnels
+from stream.core import state
+from stream.core.engine import Engine
+from stream.core.events import encode
+from stream.core.funnels import load_funnels
 from tests.unit.test_engine_oracle import make_event, to_event
 
 T0 = 1795460000.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.tracking import (
+from stream.core.tracking import (
     TrackingConfigError,
     fill,
     lease_request,

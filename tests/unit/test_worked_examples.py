@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stream.cli import main
-from stream.funnels import FunnelConfigError, parse_funnels
+from stream.core.funnels import FunnelConfigError, parse_funnels
+from stream.tools.cli import main
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 

@@ -1,8 +1,8 @@
 import pytest
 
-from stream import dedup
-from stream.events import parse_timestamp
-from stream.worker import minute_bucket, redacted_url
+from stream.core import dedup
+from stream.core.events import parse_timestamp
+from stream.worker.app import minute_bucket, redacted_url
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from stream import money
-from stream.engine import OTHER
-from stream.funnels import Funnel
+from stream.core import money
+from stream.core.engine import OTHER
+from stream.core.funnels import Funnel
 
 Sums = dict[tuple[str, int, str, str], int]
 

@@ -1,6 +1,6 @@
 """Call tracking: which visit, source, campaign and keyword a phone call came from.
 
-Pure logic (no Redis here; stream/tracking_store.py is the adapter): the
+Pure logic (no Redis here; stream/worker/tracking_store.py is the adapter): the
 tracking configuration, and how a call or deal is filled in from what the
 store knows. Attribution is resolved when an event is normalised and carried
 in the event written to the internal topic, so a replay of that topic gives
@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stream.funnels import parse_duration
+from stream.core.funnels import parse_duration
 
 DEFAULT_TRACKING = "tracking.toml"
 # What a lease records and a call or deal inherits from it.
@@ -123,7 +123,7 @@ def load_tracking(path: str | Path | None = None) -> Tracking:
             return parse_tracking(path.read_text(), str(path))
         except OSError as exc:
             raise TrackingConfigError(f"{path}: cannot read tracking file: {exc}") from None
-    text = resources.files("stream").joinpath(DEFAULT_TRACKING).read_text()
+    text = resources.files("stream.core").joinpath(DEFAULT_TRACKING).read_text()
     return parse_tracking(text, f"stream/{DEFAULT_TRACKING}")
 
 

@@ -13,7 +13,7 @@ COMPONENTS = ["kafka", "redis", "prometheus", "alertmanager"]
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from stream.stack import Stack, StackError
+    from stream.ops.stack import Stack, StackError
 
     unknown = set(args.components) - set(COMPONENTS)
     if unknown:
@@ -47,7 +47,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     import asyncio
 
-    from stream.stack import Stack
+    from stream.ops.stack import Stack
 
     stack = Stack(Settings.from_env())
     created = asyncio.run(stack.create_topics())
@@ -56,13 +56,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.worker import run_worker
+    from stream.worker.app import run_worker
 
     return run_worker(Settings.from_env(), web_port=args.web_port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import Drop, run_demo
+    from stream.tools.demo import Drop, run_demo
 
     try:
         drops = [Drop.parse(text) for text in args.drop]
@@ -84,7 +84,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from stream.runner import run_all
+    from stream.tools.runner import run_all
 
     return run_all(Settings.from_env(), rate=args.rate)
 
@@ -92,8 +92,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.events import Rejection
-    from stream.files import read_events
+    from stream.core.events import Rejection
+    from stream.tools.files import read_events
 
     valid = invalid = 0
     for lineno, _, result in read_events(Path(args.file)):
@@ -110,9 +110,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from stream.events import Rejection, entity_of
-    from stream.files import read_events
-    from stream.producer import FunnelProducer
+    from stream.core.events import Rejection, entity_of
+    from stream.kafka.producer import FunnelProducer
+    from stream.tools.files import read_events
 
     settings = Settings.from_env()
 
@@ -145,9 +145,9 @@ def _replay_file(args: argparse.Namespace, command: str, **query: Any) -> dict |
     """Run the engine over ``args.file`` with ``args.funnels``; None after printing why not."""
     from pathlib import Path
 
-    from stream.events import Rejection
-    from stream.funnels import FunnelConfigError, load_funnels
-    from stream.replay import replay
+    from stream.core.events import Rejection
+    from stream.core.funnels import FunnelConfigError, load_funnels
+    from stream.tools.replay import replay
 
     settings = Settings.from_env()
     try:
@@ -194,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import urllib.parse
     import urllib.request
 
-    from stream.report import render
+    from stream.core.report import render
 
     settings = Settings.from_env()
     if args.file:
@@ -234,7 +234,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.svg:
         from pathlib import Path
 
-        from stream.chart import funnel_svg
+        from stream.core.chart import funnel_svg
 
         target = Path(args.svg)
         for d in docs:
@@ -245,7 +245,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from stream.rules import render_rules
+    from stream.ops.rules import render_rules
 
     sys.stdout.write(render_rules(Settings.from_env(), kubernetes=args.kubernetes))
     return 0
@@ -254,7 +254,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_grafana(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from stream.grafana import write_all
+    from stream.ops.grafana import write_all
 
     for path in write_all(Path(args.out), Settings.from_env()):
         print(path)

@@ -3,7 +3,7 @@
 Marketing asks which channel, campaign and keyword brought the money and
 what it cost; sales managers ask who closes and how fast they call back.
 Everything here is read from the same summed counters as the conversion
-figures (stream/engine.py writes them), so it is as exact as they are and
+figures (stream/core/engine.py writes them), so it is as exact as they are and
 the API, the page and the replay agree.
 
 Amounts are counted in cents per currency (metric ``revenue:EUR`` and so on);
@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from stream.engine import CENTS, LEAD_RESPONSE_BOUNDS
-from stream.funnels import Funnel
+from stream.core.engine import CENTS, LEAD_RESPONSE_BOUNDS
+from stream.core.funnels import Funnel
 
 Sums = dict[tuple[str, int, str, str], float]
 DAY = 86400

@@ -11,12 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from stream import dedup, money
-from stream.engine import Engine
-from stream.events import Rejection, parse_timestamp
-from stream.files import read_events
-from stream.funnels import Funnel
-from stream.summary import summarise
+from stream.core import dedup, money
+from stream.core.engine import Engine
+from stream.core.events import Rejection, parse_timestamp
+from stream.core.funnels import Funnel
+from stream.core.summary import summarise
+from stream.tools.files import read_events
 
 
 def replay(

@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 
 from stream.config import Settings
-from stream.events import entity_of
-from stream.kafka_client import client_options
+from stream.core.events import entity_of
+from stream.kafka.client import client_options
 
 # name: (share of visitors, conversion multiplier)
 CHANNELS = {
@@ -418,7 +418,7 @@ async def produce(
     """
     from aiokafka import AIOKafkaProducer
 
-    from stream.events import decode
+    from stream.core.events import decode
 
     now = time.time()
     traffic = Traffic(

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from stream.engine import Item, Journey, Key
-from stream.events import decode, encode
+from stream.core.engine import Item, Journey, Key
+from stream.core.events import decode, encode
 
 
 def journey_key(partition: int, funnel: str, entity: str) -> str:

@@ -1,6 +1,6 @@
 """Call-tracking state in Redis (DESIGN.md section 6): the number pool, the
 lease history per number, and identity links (call -> touch, visitor -> first
-touch). A thin adapter; the rules are in stream/tracking.py.
+touch). A thin adapter; the rules are in stream/core/tracking.py.
 
 Keys (prefix ``funnel:`` by default):
 - ``pool``: sorted set, number -> time its current lease ends (0 = never
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from stream.tracking import TOUCH_FIELDS, Tracking, fill
+from stream.core.tracking import TOUCH_FIELDS, Tracking, fill
 
 # Leases the least recently used free number, or extends the session's own.
 # KEYS: pool, session key. ARGV: now, lease seconds, record JSON, prefix, keep.

@@ -13,7 +13,7 @@ import sys
 import time
 
 from stream.config import Settings
-from stream.stack import Stack, StackError, http_ok, log_tail
+from stream.ops.stack import Stack, StackError, http_ok, log_tail
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:

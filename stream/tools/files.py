@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from stream.events import AnyEvent, Rejection, decode
+from stream.core.events import AnyEvent, Rejection, decode
 from stream.progress import Progress
 
 

@@ -1,13 +1,13 @@
 """The Faust worker: thin adapters from Kafka topics to the plain-Python logic.
 
-Two agents, each processing batches with commits held off (stream/eos.py):
+Two agents, each processing batches with commits held off (stream/worker/transactions.py):
 
 - ``normalise`` reads the five input topics, decodes and validates every
-  message (stream/events.py), sends rejects with their original bytes to the
+  message (stream/core/events.py), sends rejects with their original bytes to the
   dead-letter topic, and re-keys valid events by entity into the internal
   events topic, all inside the source partition's transaction;
 - ``count`` reads the events topic, drops duplicate event ids (table
-  ``seen-events``) and runs the funnel engine (stream/engine.py), one engine
+  ``seen-events``) and runs the funnel engine (stream/core/engine.py), one engine
   per owned partition, persisting its changed journeys, counters and
   watermark (tables ``journeys``, ``funnel-counters``, ``watermarks``) in the
   same transaction as the offsets; late events go to the dead-letter topic.
@@ -44,31 +44,24 @@ from faust.types import TP
 from faust.web import View
 from redis.exceptions import RedisError
 
-from stream import api, cluster, continuity, dedup, logs, money, page, state
-from stream.chart import funnel_svg
+from stream import logs
+from stream.api import assets as page
+from stream.api import fanout as cluster
+from stream.api import query as api
 from stream.config import Settings
-from stream.continuity import Refetcher
-from stream.engine import LEDGERS, Engine
-from stream.eos import (
-    Revoked,
-    ack_all,
-    batch_is_stale,
-    begin_batch,
-    commits_held,
-    drop_keys,
-    fix_read_offset_race,
-    fix_recovery_highwaters,
-    fix_stop_commit,
-    new_generation,
-    send_in_transaction,
-    write_state,
-)
-from stream.events import Rejection, decode, entity_of
-from stream.faust_speed import speed_up_faust
-from stream.funnels import load_funnels
-from stream.kafka_client import client_options, create_topics, faust_credentials
+from stream.core import dedup, money, state
+from stream.core.chart import funnel_svg
+from stream.core.engine import LEDGERS, Engine
+from stream.core.events import Rejection, decode, entity_of
+from stream.core.funnels import load_funnels
+from stream.core.summary import flag_drops, ratio, summarise
+from stream.core.tracking import lease_request, load_tracking
+from stream.faust_fixes import missing_offsets as continuity
+from stream.faust_fixes.fast_paths import speed_up_faust
+from stream.faust_fixes.missing_offsets import Refetcher
+from stream.kafka.client import client_options, create_topics, faust_credentials
 from stream.logs import RejectLog
-from stream.metrics import (
+from stream.worker.metrics import (
     ATTRIBUTED,
     DUPLICATES,
     EVENTS,
@@ -83,9 +76,21 @@ from stream.metrics import (
     REJECTED,
     exposition,
 )
-from stream.summary import flag_drops, ratio, summarise
-from stream.tracking import lease_request, load_tracking
-from stream.tracking_store import TrackingStore, attribute
+from stream.worker.tracking_store import TrackingStore, attribute
+from stream.worker.transactions import (
+    Revoked,
+    ack_all,
+    batch_is_stale,
+    begin_batch,
+    commits_held,
+    drop_keys,
+    fix_read_offset_race,
+    fix_recovery_highwaters,
+    fix_stop_commit,
+    new_generation,
+    send_in_transaction,
+    write_state,
+)
 
 log = logging.getLogger("stream.worker")
 
@@ -199,7 +204,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     speed_up_faust()
     trace = settings.trace_offsets
     if trace:
-        from stream.eos import trace_offsets
+        from stream.worker.transactions import trace_offsets
 
         trace_offsets()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
@@ -722,7 +727,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
         """The section-5 document for a query, or an error body; with its HTTP status.
 
         ``flags=1`` adds each step's baseline conversion and a ``flagged`` mark
-        (stream/summary.py ``flag_drops``), as the live page shows them.
+        (stream/core/summary.py ``flag_drops``), as the live page shows them.
         """
         try:
             query = api.parse_query(params, funnel, time.time())
@@ -913,7 +918,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
     async def peer_answers(path: str, params: dict[str, str]) -> tuple[list[list[int]], list]:
         """Ask every other worker ``path``; the partitions each answered for (own
-        first) and their JSON answers (stream/cluster.py)."""
+        first) and their JSON answers (stream/api/fanout.py)."""
         metadata = app.router.table_metadata(counters_table.name)
         peers = cluster.peers_of(metadata, counters_topic, str(app.conf.canonical_url))
 
@@ -938,7 +943,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     async def cluster_sums(
         name: str, start: float, end: float, view: str
     ) -> tuple[Counter, list[int]]:
-        """Sums over all partitions: this worker's own plus every peer's (stream/cluster.py)."""
+        """Sums over all partitions: this worker's own plus every peer's (stream/api/fanout.py)."""
         sums = owned_sums(name, start, end, view)
         params = {"start": repr(start), "end": repr(end), "view": view}
         answered, answers = await peer_answers(f"/api/partials/{name}", params)
@@ -1076,7 +1081,7 @@ def forget_uncommitted_state(app: faust.App, had_engines: bool = True) -> None:
 def run_worker(settings: Settings, web_port: int | None = None) -> int:
     from faust.worker import Worker
 
-    from stream.stack import port_open
+    from stream.ops.stack import port_open
 
     port = web_port or settings.web_port
     if port_open(settings.host, port):

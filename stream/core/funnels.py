@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stream.events import EVENT_TYPES
+from stream.core.events import EVENT_TYPES
 
 DEFAULT_FUNNELS = "funnels.toml"
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -216,5 +216,5 @@ def load_funnels(path: str | Path | None = None) -> list[Funnel]:
         except OSError as exc:
             raise FunnelConfigError(f"{path}: cannot read funnels file: {exc}") from None
         return parse_funnels(text, str(path))
-    text = resources.files("stream").joinpath(DEFAULT_FUNNELS).read_text()
+    text = resources.files("stream.core").joinpath(DEFAULT_FUNNELS).read_text()
     return parse_funnels(text, f"stream/{DEFAULT_FUNNELS}")

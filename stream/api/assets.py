@@ -1,4 +1,4 @@
-"""The live page's files (stream/web), served by the worker itself: no CDN, no internet."""
+"""The live page's files (stream/api/web), served by the worker itself: no CDN, no internet."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def asset(name: str) -> tuple[bytes, str] | None:
     suffix = name[name.rfind(".") :] if "." in name else ""
     if "/" in name or "\\" in name or suffix not in CONTENT_TYPES:
         return None
-    path = resources.files("stream").joinpath("web", name)
+    path = resources.files("stream.api").joinpath("web", name)
     if not path.is_file():
         return None
     return path.read_bytes(), CONTENT_TYPES[suffix]

@@ -24,10 +24,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from stream import money
-from stream.engine import OTHER, TTC_BOUNDS
-from stream.funnels import Funnel
-from stream.summary import Sums, capped_values
+from stream.core import money
+from stream.core.engine import OTHER, TTC_BOUNDS
+from stream.core.funnels import Funnel
+from stream.core.summary import Sums, capped_values
 
 # Lost reasons are free text from the CRM: keep the top ones per funnel.
 LOST_REASONS_TOP = 20
@@ -51,7 +51,7 @@ DUPLICATES = Counter(
 REFETCHED = Counter(
     "funnel_events_refetched",
     "Events of the internal topic that Faust fetched but never handed to the counting "
-    "agent, read back from the broker and counted (stream/continuity.py).",
+    "agent, read back from the broker and counted (stream/faust_fixes/missing_offsets.py).",
     ["topic"],
 )
 REDELIVERED = Counter(

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import orjson
 
 from stream.config import Settings
-from stream.events import AnyEvent, decode, entity_of
-from stream.kafka_client import client_options
+from stream.core.events import AnyEvent, decode, entity_of
+from stream.kafka.client import client_options
 
 T = TypeVar("T")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from stream.events import Rejection, parse_timestamp
-from stream.funnels import Funnel
+from stream.core.events import Rejection, parse_timestamp
+from stream.core.funnels import Funnel
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400, "all": None}
 MAX_PARAM = 64

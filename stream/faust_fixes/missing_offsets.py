@@ -60,7 +60,7 @@ class Refetcher:
     """Reads given offset ranges back from the broker (read_committed, no group)."""
 
     def __init__(self, client_options: dict[str, Any], group_id: str | None = None) -> None:
-        self.client_options = client_options  # stream.kafka_client.client_options
+        self.client_options = client_options  # stream.kafka.client.client_options
         self.group_id = group_id  # only read (committed offsets); never joined
         self._consumer: Any = None
         # Both agents share one consumer; each call assigns and seeks it.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.config import REPO_ROOT, Settings
-from stream.kafka_client import client_options, create_topics
+from stream.kafka.client import client_options, create_topics
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -439,7 +439,7 @@ class Stack:
 
     def write_rules(self, settings: Settings | None = None) -> Path:
         """Render the rules for these settings (FUNNEL_ALERT_*) where Prometheus reads them."""
-        from stream.rules import render_rules
+        from stream.ops.rules import render_rules
 
         path = self._dir("prometheus") / "rules" / "funnel.yml"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from stream.report import percent
+from stream.core.report import percent
 
 WIDTH = 720
 ROW = 56

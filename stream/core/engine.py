@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from stream.funnels import Funnel
+from stream.core.funnels import Funnel
 
 Key = tuple[str, str, int, int, str, str]
 UNKNOWN = "unknown"
