@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 
 import orjson
 
+from stream.core.event_counts import minute_bucket
 from stream.core.events import decode
 from stream.core.funnels import load_funnels
 from stream.core.summary import summarise
 from stream.kafka.producer import FunnelProducer
-from stream.worker.app import minute_bucket
 from tests.oracle import oracle_counts
 from tests.support import http_get, offsets_report, wait_for
 

@@ -1,1 +1,23 @@
-"""faust_fixes"""
+"""Workarounds of upstream Faust/aiokafka bugs, one module each.
+
+Each module names the upstream issue or the function it patches and says when
+it can be deleted; tests/unit/test_faust_fixes.py shows each bug (or the
+patched behaviour) against the installed faust-streaming, so an upgrade tells
+us which fixes are still needed. ``apply_all`` installs them before the app
+is built.
+"""
+
+from __future__ import annotations
+
+from stream.faust_fixes.fast_paths import speed_up_faust
+from stream.faust_fixes.read_offset_race import fix_read_offset_race
+from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
+from stream.faust_fixes.stop_commit import fix_stop_commit
+
+
+def apply_all() -> None:
+    """Install every patch (idempotent)."""
+    fix_recovery_highwaters()
+    fix_read_offset_race()
+    fix_stop_commit()
+    speed_up_faust()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from stream.config import REPO_ROOT, Settings
 from stream.kafka.client import client_options, create_topics
+from stream.net import port_open
 
 DEPLOY = REPO_ROOT / "deploy"
 
@@ -51,14 +52,6 @@ def log_tail(path: Path, lines: int = 40) -> str:
         return f"(no log at {path})"
     text = path.read_text(errors="replace").splitlines()[-lines:]
     return "\n".join(text)
-
-
-def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def port_owner(port: int) -> str:

@@ -6,31 +6,31 @@ import asyncio
 
 import pytest
 
-from stream.worker import transactions as eos
+from stream.worker import transactions
 
 
 def test_a_batch_begun_before_a_revoke_is_stopped_and_a_new_one_writes():
     async def batch(revoke_midway: bool) -> list[str]:
         done = []
-        eos.begin_batch()
-        eos.check_not_revoked()
+        transactions.begin_batch()
+        transactions.check_not_revoked()
         done.append("first write")
         if revoke_midway:
-            eos.new_generation()
-        eos.check_not_revoked()
+            transactions.new_generation()
+        transactions.check_not_revoked()
         done.append("second write")
         return done
 
-    with pytest.raises(eos.Revoked):
+    with pytest.raises(transactions.Revoked):
         asyncio.run(batch(revoke_midway=True))
     assert asyncio.run(batch(revoke_midway=False)) == ["first write", "second write"]
 
 
 def test_code_outside_a_batch_is_never_stopped():
     async def outside() -> bool:
-        eos.new_generation()
-        eos.check_not_revoked()  # no batch began in this task: nothing to stop
-        return eos.batch_is_stale()
+        transactions.new_generation()
+        transactions.check_not_revoked()  # no batch began in this task: nothing to stop
+        return transactions.batch_is_stale()
 
     assert asyncio.run(outside()) is False
 
@@ -41,17 +41,17 @@ def test_each_agent_task_has_its_own_batch():
         revoked = asyncio.Event()
 
         async def old_batch() -> bool:
-            eos.begin_batch()
+            transactions.begin_batch()
             began.set()
             await revoked.wait()
-            return eos.batch_is_stale()
+            return transactions.batch_is_stale()
 
         async def revoke_then_new_batch() -> bool:
             await began.wait()
-            eos.new_generation()
+            transactions.new_generation()
             revoked.set()
-            eos.begin_batch()
-            return eos.batch_is_stale()
+            transactions.begin_batch()
+            return transactions.batch_is_stale()
 
         return tuple(await asyncio.gather(old_batch(), revoke_then_new_batch()))
 

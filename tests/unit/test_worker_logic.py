@@ -1,8 +1,9 @@
 import pytest
 
 from stream.core import dedup
+from stream.core.event_counts import minute_bucket
 from stream.core.events import parse_timestamp
-from stream.worker.app import minute_bucket, redacted_url
+from stream.net import redacted_url
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,24 @@
+"""Small network checks shared by the worker and the local stack (no project imports)."""
+
+from __future__ import annotations
+
+import socket
+import urllib.parse
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def redacted_url(url: str) -> str:
+    """A URL fit for logs: any password replaced by ***."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,165 @@
+"""Agent ``count``: the events topic -> de-dup, funnel engines and their state.
+
+Drops duplicate event ids (table ``seen-events``) and runs the funnel engine
+(core/engine.py), one engine per owned partition, persisting its changed
+journeys, counters and watermark (tables ``journeys``, ``funnel-counters``,
+``watermarks``) in the same transaction as the offsets; late events go to the
+dead-letter topic. It also keeps distinct events per type and event-time
+minute (core/event_counts.py), the event-level check of exactness.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from stream.core import dedup, state
+from stream.core.event_counts import minute_key
+from stream.core.events import Rejection, decode
+from stream.worker.context import Context
+from stream.worker.dead_letters import SOURCE_HEADER, header, late_headers
+from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
+from stream.worker.offsets import continuous, mark_handled
+from stream.worker.partitions import engine_for, owned_partitions
+from stream.worker.supervision import unless_revoked
+from stream.worker.trace import trace_batch
+from stream.worker.transactions import ack_all, commits_held, send_in_transaction, write_state
+
+log = logging.getLogger("stream.worker")
+
+BATCH_SIZE = 1000
+BATCH_WITHIN = 0.2
+PURGE_EVERY_S = 60.0
+
+
+@dataclass
+class Applied:
+    """What one batch changed, per events-topic partition, before it is written."""
+
+    first_seen: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    minutes: dict[int, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    tps: dict[int, TP] = field(default_factory=dict)
+    counted: Counter[tuple[str, str]] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    late_letters: list[tuple[TP, Any, Any, list]] = field(default_factory=list)
+
+
+async def run(ctx: Context, stream: faust.StreamT) -> None:
+    async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        await unless_revoked(ctx.app, "count", batch, count_batch(ctx, stream, batch))
+
+
+async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
+    marks = ctx.tables.marks.data
+    messages, next_offsets, holes = await continuous(
+        ctx.refetcher, batch, lambda tp: marks.get(f"{tp.partition}|next")
+    )
+    applied = Applied()
+    for msg in messages:
+        apply_message(ctx, msg, applied)
+    async with commits_held(ctx.app):
+        await write_batch(ctx, applied, next_offsets)
+        await mark_handled(ctx.app, holes)
+        await ack_all(stream, batch)
+    if ctx.settings.trace_offsets:
+        trace_batch("count", batch, dups=sum(applied.duplicates.values()))
+    for (source, kind), n in applied.counted.items():
+        EVENTS.labels(topic=source, type=kind).inc(n)
+    for source, n in applied.duplicates.items():
+        DUPLICATES.labels(topic=source).inc(n)
+
+
+def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
+    """De-dup one event and run it through its partition's engine."""
+    p = msg.partition
+    applied.tps[p] = msg.tp
+    source = header(msg, SOURCE_HEADER) or "unknown"
+    try:
+        ev = decode(msg.value, now=float("inf"))
+    except Rejection as rejection:  # validated upstream; never expected
+        REJECTED.labels(topic=source, reason=rejection.reason).inc()
+        ctx.reject_log.rejected(msg.topic, p, msg.offset, rejection)
+        return
+    key = f"{p}|{ev.event_id}"
+    prior = applied.first_seen[p].get(key)
+    if prior is None:
+        prior = ctx.tables.seen.data.get(key)
+    if dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon):
+        applied.duplicates[source] += 1
+        return
+    applied.first_seen[p][key] = ev.ts
+    engine = engine_for(ctx, p)
+    if not engine.process(ev):
+        for name in engine.relevant_funnels(ev):
+            LATE_TOTAL.labels(funnel=name).inc()
+        late = Rejection(
+            "late",
+            f"field `occurred_at`: {ev.occurred_at.isoformat()} is more than "
+            f"{ctx.settings.lateness:g}s behind the newest event of its partition",
+            "occurred_at",
+        )
+        applied.late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
+        return
+    applied.counted[(source, ev.type)] += 1
+    ctx.newest_event[source] = max(ctx.newest_event.get(source, ev.ts), ev.ts)
+    applied.minutes[p][minute_key(p, ev.type, ev.ts)] += 1
+
+
+async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int]) -> None:
+    """Every state change of the batch into its partitions' open transactions."""
+    app, tables = ctx.app, ctx.tables
+    for p, ids in applied.first_seen.items():
+        await write_state(app, tables.seen, applied.tps[p], ids)
+    for p, counts in applied.minutes.items():
+        data = tables.events_per_minute.data
+        updates = {k: data.get(k, 0) + n for k, n in counts.items()}
+        await write_state(app, tables.events_per_minute, applied.tps[p], updates)
+    for p, tp in applied.tps.items():
+        await persist_engine(ctx, p, tp)
+    for tp, offset in next_offsets.items():
+        key = f"{tp.partition}|next"
+        if tables.marks.data.get(key) != offset:
+            await write_state(app, tables.marks, tp, {key: offset})
+    for source_tp, key, value, headers in applied.late_letters:
+        await send_in_transaction(
+            app, source_tp, ctx.settings.dead_letter_topic, key, value, headers
+        )
+    if time.monotonic() - ctx.last_purge > PURGE_EVERY_S:
+        ctx.last_purge = time.monotonic()
+        await purge_seen(ctx, ctx.settings.dedup_horizon)
+
+
+async def persist_engine(ctx: Context, p: int, tp: TP) -> None:
+    """The engine's changed journeys, counters and watermark, into ``tp``'s transaction."""
+    app, tables = ctx.app, ctx.tables
+    engine = engine_for(ctx, p)
+    engine.expire()
+    changed_journeys, changed_counters = engine.take_changes()
+    journeys = {
+        state.journey_key(p, f, e): None if j is None else state.dump_journey(j)
+        for (f, e), j in changed_journeys.items()
+    }
+    await write_state(app, tables.journeys, tp, journeys, keep=not ctx.memory_store)
+    counters = {state.counter_key(p, k): (n or None) for k, n in changed_counters.items()}
+    await write_state(app, tables.counters, tp, counters)
+    if tables.marks.data.get(str(p)) != engine.watermark and engine.watermark > 0:
+        await write_state(app, tables.marks, tp, {str(p): engine.watermark})
+
+
+async def purge_seen(ctx: Context, horizon: float) -> None:
+    """Forget ids older than the horizon behind their partition's newest event."""
+    # The engine's watermark is the partition's newest event time (restored from
+    # the watermarks table after a rebalance); -inf (no event yet) expires nothing.
+    marks = {p: engine_for(ctx, p).watermark for p in owned_partitions(ctx)}
+    old = dedup.expired(list(ctx.tables.seen.data.items()), marks, horizon)
+    for p, keys in old.items():
+        tp = TP(ctx.settings.events_topic, p)
+        await write_state(ctx.app, ctx.tables.seen, tp, dict.fromkeys(keys))
+    if old:
+        log.info("dedup ids expired", extra={"count": sum(map(len, old.values()))})

@@ -1,0 +1,48 @@
+"""Dead-letter headers: why a message was rejected and where it stood on its input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stream.core.events import Rejection
+
+SOURCE_HEADER = "src"  # the input topic of a re-keyed event on the events topic
+
+
+def header(msg: Any, name: str) -> str | None:
+    for key, value in msg.headers or ():
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def dead_letter_headers(
+    rejection: Rejection, topic: str, partition: object, offset: object
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why, and where the message stood on its input topic."""
+    return [
+        ("reason", rejection.reason.encode()),
+        ("message", rejection.message.encode()[:1024]),
+        ("topic", topic.encode()),
+        ("partition", str(partition).encode()),
+        ("offset", str(offset).encode()),
+    ]
+
+
+def source_headers(msg: Any) -> list[tuple[str, bytes]]:
+    """Headers of a re-keyed event: the input topic, partition and offset it came from."""
+    return [
+        (SOURCE_HEADER, msg.topic.encode()),
+        ("src_partition", str(msg.partition).encode()),
+        ("src_offset", str(msg.offset).encode()),
+    ]
+
+
+def late_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """Dead-letter headers of a late event: where it came from on its input topic."""
+    return dead_letter_headers(
+        rejection,
+        header(msg, SOURCE_HEADER) or msg.topic,
+        header(msg, "src_partition") or msg.partition,
+        header(msg, "src_offset") or msg.offset,
+    )

@@ -1,0 +1,71 @@
+"""Agents ``normalise`` and ``attribute``: input topics -> the events topic.
+
+Each reads input messages in batches, decodes and validates every message
+(core/events.py), sends rejects with their original bytes to the dead-letter
+topic, and re-keys valid events by entity into the internal events topic, all
+inside the source partition's transaction (worker/transactions.py). Calls and
+deal stages are first attributed from Redis (worker/attribution.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from stream.core.events import Rejection, decode, entity_of
+from stream.worker.context import Context
+from stream.worker.dead_letters import dead_letter_headers, source_headers
+from stream.worker.metrics import REJECTED
+from stream.worker.offsets import continuous, mark_handled
+from stream.worker.supervision import unless_revoked
+from stream.worker.trace import trace_batch
+from stream.worker.transactions import ack_all, commits_held, send_in_transaction
+
+BATCH_SIZE = 1000
+BATCH_WITHIN = 0.2
+
+Enrich = Callable[[Context, Any, bytes, Any], Awaitable[bytes]]
+Outgoing = tuple[Any, str, bytes | None, bytes, list[tuple[str, bytes]]]
+
+
+async def run(ctx: Context, stream: faust.StreamT, name: str, enrich: Enrich | None) -> None:
+    """The agent's loop: batches of up to BATCH_SIZE, or what came within BATCH_WITHIN s."""
+    async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        await unless_revoked(ctx.app, name, batch, normalise_batch(ctx, stream, batch, enrich))
+
+
+async def normalise_batch(
+    ctx: Context, stream: faust.StreamT, batch: list, enrich: Enrich | None
+) -> None:
+    """Validate a batch of input messages; rejects to the dead-letter topic, valid
+    events (attributed by ``enrich`` where given) re-keyed to the events topic."""
+    now = time.time()
+    messages, next_offsets, holes = await continuous(ctx.refetcher, batch, ctx.source_next.get)
+    out = [await route(ctx, msg, enrich, now) for msg in messages]
+    async with commits_held(ctx.app):
+        for source, topic, key, value, headers in out:
+            await send_in_transaction(ctx.app, source, topic, key, value, headers)
+        await mark_handled(ctx.app, holes)
+        await ack_all(stream, batch)
+    ctx.source_next.update(next_offsets)  # committed with this batch's transaction
+    if ctx.settings.trace_offsets:
+        trace_batch("normalise", batch)
+
+
+async def route(ctx: Context, msg: Any, enrich: Enrich | None, now: float) -> Outgoing:
+    """Where one input message goes: the dead-letter topic, or the events topic by entity."""
+    raw = msg.value if msg.value is not None else b""
+    try:
+        ev = decode(raw, ctx.topic_type[msg.topic], now)
+    except Rejection as rejection:
+        REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
+        ctx.reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
+        headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
+        return (msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)
+    if enrich is not None:
+        raw = await enrich(ctx, ev, raw, msg)
+    key = entity_of(ev).encode()
+    return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg))

@@ -1,0 +1,183 @@
+"""The partitions a worker actively owns: their engines, readiness and sums.
+
+Engines are rebuilt from the tables after every rebalance, once recovery is
+done; until then the worker is not ready (the API answers 503 and /metrics
+leaves the funnel gauges out). Readers only look at partitions this worker
+actively owns, so sums over workers stay exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from stream.core import event_counts, money, state
+from stream.core.engine import Engine
+from stream.core.funnels import Funnel
+from stream.faust_fixes.rebalance_state import forget_uncommitted_state
+from stream.worker.context import Context
+from stream.worker.transactions import drop_keys, new_generation
+
+log = logging.getLogger("stream.worker")
+
+
+def owned_partitions(ctx: Context) -> set[int]:
+    return {
+        tp.partition
+        for tp in ctx.app.assignor.assigned_actives()
+        if tp.topic == ctx.settings.events_topic
+    }
+
+
+def ready(ctx: Context) -> bool:
+    """Joined the group, tables recovered, no rebalance under way: engines may be built.
+
+    Before its first assignment a worker is neither rebalancing nor recovering,
+    yet owns nothing: it is not ready until its first recovery completed.
+    """
+    recovery = ctx.app.tables.recovery
+    return recovery.completed.is_set() and not ctx.app.rebalancing and not recovery.in_recovery
+
+
+def engine_for(ctx: Context, p: int) -> Engine:
+    """The partition's engine, loaded from its tables after each (re)assignment."""
+    engine = ctx.engines.get(p)
+    if engine is None:
+        engine = load_engine(ctx, p)
+        ctx.engines[p] = engine
+    return engine
+
+
+def load_engine(ctx: Context, p: int) -> Engine:
+    settings, tables = ctx.settings, ctx.tables
+    engine = Engine(
+        ctx.funnels,
+        bucket=settings.bucket,
+        lateness=settings.lateness,
+        retention=settings.retention,
+    )
+    restored, loaded_keys = [], []
+    for key, value in list(tables.journeys.data.items()):
+        part, funnel_name, entity = state.parse_key(key)
+        if part == p and value is not None:
+            restored.append((funnel_name, entity, state.load_journey(value)))
+            loaded_keys.append(key)
+    if ctx.memory_store:
+        # The engine holds the journeys now (a journey held twice was a third of
+        # a worker's memory); every rebalance replays the changelogs anyway.
+        drop_keys(tables.journeys, loaded_keys)
+    counts = []
+    for key, value in list(tables.counters.data.items()):
+        part, *rest = state.parse_key(key)
+        if part == p and value:
+            counts.append((tuple(rest), value))
+    mark = tables.marks.data.get(str(p))
+    engine.restore(restored, counts, mark if mark is not None else float("-inf"))
+    log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
+    return engine
+
+
+def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str, Any]:
+    """What a loaded engine came from: the changelogs' highwaters, the next offset."""
+    recovery = ctx.app.tables.recovery
+    return {
+        "partition": p,
+        "journeys": journeys,
+        "counters": counters,
+        "next_offset": ctx.tables.marks.data.get(f"{p}|next"),
+        "rebalancing": ctx.app.rebalancing,
+        "in_recovery": recovery.in_recovery,
+        "changelogs": sorted(
+            f"{tp.topic.rsplit('-', 2)[-2]}:{tp.partition}@{recovery.active_highwaters.get(tp)}"
+            for tp in ctx.app.assignor.assigned_actives()
+            if tp.topic.endswith("-changelog") and tp.partition == p
+        ),
+    }
+
+
+def owned_sums(
+    ctx: Context, funnel: str, start: float, end: float, view: str = "period"
+) -> Counter:
+    """Sums over this worker's partitions; ranges are whole buckets, from the one
+    holding ``start`` (so a 1m window with 1m buckets never shrinks to the current one)."""
+    if start != float("-inf"):
+        start = start // ctx.settings.bucket * ctx.settings.bucket
+    sums: Counter = Counter()
+    for p in owned_partitions(ctx):
+        for key, n in engine_for(ctx, p).sums(funnel, start, end, view).items():
+            sums[key] += n
+    return sums
+
+
+def owned_carts(ctx: Context, funnel: Funnel, since: float, limit: int) -> list[dict]:
+    step = money.cart_step(funnel)
+    carts = []
+    for p in owned_partitions(ctx):
+        carts += engine_for(ctx, p).abandoned_carts(funnel, step, since, limit)
+    return carts
+
+
+def owned_events_per_minute(ctx: Context) -> dict[str, dict[str, int]]:
+    owned = owned_partitions(ctx)
+    items = list(ctx.tables.events_per_minute.data.items())
+    return event_counts.per_type_and_minute(items, owned)
+
+
+def funnel_state(ctx: Context) -> dict | None:
+    """What the metrics collector exports, or None while not ready."""
+    if not ready(ctx):
+        return None
+    return {
+        "funnels": ctx.funnels,
+        "sums": lambda *args: owned_sums(ctx, *args),
+        "newest": dict(ctx.newest_event),
+        "windows": ctx.settings.metric_window_seconds,
+    }
+
+
+def consumer_state(ctx: Context) -> dict:
+    """Consumer lag of the input and events partitions, commit latency, rebalances."""
+    app = ctx.app
+    consumer, monitor = app.consumer, app.monitor
+    lag = {}
+    for tp in app.assignor.assigned_actives():
+        if tp.topic.endswith("-changelog"):
+            continue  # read only during recovery; its lag means nothing after
+        try:
+            end = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not (or no longer) assigned in the client
+            continue
+        if end is not None:
+            lag[(tp.topic, tp.partition)] = end - monitor.tp_committed_offsets.get(tp, 0)
+    return {
+        "lag": lag,
+        "commit_latency": list(monitor.commit_latency),
+        "rebalances": app.rebalancing_count,
+    }
+
+
+async def on_revoked(ctx: Context) -> None:
+    """Commit what was processed before the rebalance moves the read positions.
+
+    Faust only flushes here; the open transactions of partitions it keeps
+    stay open while the consumer rewinds to the last committed offsets, so
+    events were read twice against state that already held them. Committing
+    first makes the rewind a no-op. Engines reload from the tables after.
+    """
+    new_generation()  # batches still running stop writing (transactions.check_not_revoked)
+    if ctx.app.consumer.assignment():
+        try:
+            await ctx.app.consumer.commit()
+        except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
+            log.warning("commit on revoke failed", exc_info=True)
+    had_engines = bool(ctx.engines)
+    ctx.engines.clear()
+    ctx.source_next.clear()
+    if ctx.memory_store:
+        forget_uncommitted_state(ctx.app, had_engines)
+
+
+def on_assigned(ctx: Context) -> None:
+    ctx.engines.clear()  # rebuilt from the recovered tables on first use
+    ctx.source_next.clear()

@@ -1,0 +1,60 @@
+"""How an agent's batch loop fails: a revoked batch is dropped, anything else stops the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+import faust
+from aiokafka.errors import IllegalOperation, ProducerFenced
+
+from stream.worker.transactions import Revoked, batch_is_stale, begin_batch
+
+log = logging.getLogger("stream.worker")
+
+
+def stop_worker_on_error(app: faust.App, name: str) -> Callable:
+    """An agent that fails stops the whole worker (exit status 1) instead of idling.
+
+    Faust logs a crashed agent and keeps the worker up with that agent dead, so
+    its partitions stop counting while health checks stay green. Stopping lets
+    the supervisor restart the worker, which resumes from committed state.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        async def agent(stream: faust.StreamT) -> None:
+            try:
+                await fn(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.critical(f"agent {name} failed; stopping the worker", exc_info=True)
+                asyncio.get_running_loop().call_later(15, os._exit, 1)  # if stopping hangs
+                await app.crash(exc)
+                raise
+
+        return agent
+
+    return wrap
+
+
+async def unless_revoked(app: faust.App, agent: str, batch: list, handle: Awaitable) -> None:
+    """Run one batch; drop it if its partitions are revoked while it writes.
+
+    Its offsets were not committed, so it is read again by the partitions'
+    next owner. Any other failure propagates (and stops the worker).
+    """
+    begin_batch()
+    try:
+        await handle
+    except (Revoked, IllegalOperation, ProducerFenced) as exc:
+        if not isinstance(exc, Revoked) and not (batch_is_stale() or app.rebalancing):
+            raise
+        log.warning(
+            "batch dropped: partitions revoked while it was written; it is read again",
+            extra={"agent": agent, "events": len(batch), "error": repr(exc)},
+        )
