@@ -55,7 +55,7 @@ def summarise(results: Path) -> dict:
         "journeys": recovery["journeys"],
         "recovery_ready_s": recovery["ready_s"],
         # Only a full run measures it: recovery has a fixed part (about 10 s under
-        # exactly-once, see README "Capacity"), so scaling a small run would mislead.
+        # exactly-once, see docs/capacity.md), so scaling a small run would mislead.
         "recovery_1m_journeys_s": recovery["ready_s"]
         if recovery["journeys"] >= 1_000_000
         else None,

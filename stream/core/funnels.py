@@ -129,58 +129,63 @@ def _funnel(raw: Any, where: str, seen: set[str]) -> Funnel:
         "top_n": top_n,
     }
     if mode == "pipeline":
-        stages = raw.get("stages")
-        if not isinstance(stages, list) or len(stages) < 2:
-            raise _fail(where, "field `stages`: a pipeline needs a list of at least 2 stages")
-        for i, stage in enumerate(stages, 1):
-            if not isinstance(stage, str) or not stage:
-                raise _fail(where, f"stage {i}: {stage!r} must be a non-empty string")
-        if len(set(stages)) != len(stages):
-            raise _fail(where, "field `stages`: stage names must be unique")
-        if "steps" in raw:
-            raise _fail(where, "field `steps`: a pipeline has `stages`, not `steps`")
-        probabilities = _probabilities(raw.get("probabilities", {}), stages, where)
-        return Funnel(
-            stages=tuple(stages),
-            pipeline=raw.get("pipeline"),
-            probabilities=probabilities,
-            **common,
-        )
+        return _pipeline(raw, where, common)
+    return _sequence(raw, where, common)
+
+
+def _pipeline(raw: dict, where: str, common: dict[str, Any]) -> Funnel:
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or len(stages) < 2:
+        raise _fail(where, "field `stages`: a pipeline needs a list of at least 2 stages")
+    for i, stage in enumerate(stages, 1):
+        if not isinstance(stage, str) or not stage:
+            raise _fail(where, f"stage {i}: {stage!r} must be a non-empty string")
+    if len(set(stages)) != len(stages):
+        raise _fail(where, "field `stages`: stage names must be unique")
+    if "steps" in raw:
+        raise _fail(where, "field `steps`: a pipeline has `stages`, not `steps`")
+    probabilities = _probabilities(raw.get("probabilities", {}), stages, where)
+    return Funnel(
+        stages=tuple(stages),
+        pipeline=raw.get("pipeline"),
+        probabilities=probabilities,
+        **common,
+    )
+
+
+def _sequence(raw: dict, where: str, common: dict[str, Any]) -> Funnel:
     if "probabilities" in raw:
         raise _fail(where, "field `probabilities`: only a pipeline has stage probabilities")
     steps_raw = raw.get("steps")
     if not isinstance(steps_raw, list) or len(steps_raw) < 2:
         raise _fail(where, "field `steps`: a sequence needs a list of at least 2 steps")
-    steps = []
-    for i, step in enumerate(steps_raw, 1):
-        step_where = f"{where}, step {i}"
-        if not isinstance(step, dict):
-            raise _fail(step_where, "must be a table like { name = ..., match = {...} }")
-        step_name = step.get("name")
-        if not isinstance(step_name, str) or not step_name:
-            raise _fail(step_where, f"field `name`: {step_name!r} must be a non-empty string")
-        step_where = f"{step_where} ('{step_name}')"
-        match = step.get("match")
-        if not isinstance(match, dict) or not match:
-            raise _fail(step_where, "field `match`: must be a table of event field = value")
-        clean: dict[str, frozenset[str]] = {}
-        for key, value in match.items():
-            if key not in EVENT_FIELDS:
-                raise _fail(step_where, f"field `match.{key}`: events have no field {key!r}")
-            values = value if isinstance(value, list) else [value]
-            if not values or not all(isinstance(v, str | int | bool) for v in values):
-                raise _fail(step_where, f"field `match.{key}`: {value!r} must be a value or list")
-            if key == "type" and not set(map(str, values)) <= set(EVENT_TYPES):
-                raise _fail(
-                    step_where, f"field `match.type`: {value!r}; types: {list(EVENT_TYPES)}"
-                )
-            clean[key] = frozenset(
-                str(v).lower() if isinstance(v, bool) else str(v) for v in values
-            )
-        steps.append(Step(step_name, clean))
+    steps = [_step(step, f"{where}, step {i}") for i, step in enumerate(steps_raw, 1)]
     if len({s.name for s in steps}) != len(steps):
         raise _fail(where, "field `steps`: step names must be unique")
     return Funnel(steps=tuple(steps), **common)
+
+
+def _step(step: Any, step_where: str) -> Step:
+    if not isinstance(step, dict):
+        raise _fail(step_where, "must be a table like { name = ..., match = {...} }")
+    step_name = step.get("name")
+    if not isinstance(step_name, str) or not step_name:
+        raise _fail(step_where, f"field `name`: {step_name!r} must be a non-empty string")
+    step_where = f"{step_where} ('{step_name}')"
+    match = step.get("match")
+    if not isinstance(match, dict) or not match:
+        raise _fail(step_where, "field `match`: must be a table of event field = value")
+    clean: dict[str, frozenset[str]] = {}
+    for key, value in match.items():
+        if key not in EVENT_FIELDS:
+            raise _fail(step_where, f"field `match.{key}`: events have no field {key!r}")
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str | int | bool) for v in values):
+            raise _fail(step_where, f"field `match.{key}`: {value!r} must be a value or list")
+        if key == "type" and not set(map(str, values)) <= set(EVENT_TYPES):
+            raise _fail(step_where, f"field `match.type`: {value!r}; types: {list(EVENT_TYPES)}")
+        clean[key] = frozenset(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+    return Step(step_name, clean)
 
 
 def _probabilities(raw: Any, stages: list[str], where: str) -> tuple[float | None, ...]:

@@ -18,6 +18,14 @@ The fast paths keep the semantics: the callback's first step runs inline and,
 if it has to wait, the rest of it races the suspend flag exactly as before;
 ``wait_for`` is Python 3.12's own (the awaitable runs under
 ``asyncio.timeout`` in the caller's task).
+
+Patches ``faust.transport.consumer.Consumer.wait_first`` and the ``asyncio``
+that ``faust.tables.recovery`` sees (faust-streaming 0.15.3); the slowness of
+a naive Faust agent is faust-streaming/faust#563 (DESIGN.md section 7).
+
+Delete when: Faust's fetch loop stops wrapping each record in ``wait_first``
+and recovery runs on Python >= 3.12 (whose ``wait_for`` needs no task);
+tests/unit/test_faust_speed.py and test_faust_fixes.py show both.
 """
 
 from __future__ import annotations

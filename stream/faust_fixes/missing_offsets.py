@@ -1,7 +1,7 @@
 """Every offset exactly once, whatever Faust delivers (pure planning + a thin re-fetcher).
 
 Faust was seen to hand an agent a batch with an event missing (fetched, never
-delivered) and another event twice (README, "Exactly-once and Faust"). So the
+delivered) and another event twice (docs/guarantees.md, "Exactly-once and Faust"). So the
 agents keep, per input partition and in the same transaction as their state,
 the next offset they expect. For each batch:
 
@@ -14,6 +14,16 @@ the next offset they expect. For each batch:
 
 Events of a hole are applied out of order, which the engine allows within the
 lateness, and de-duplication by event_id stays in place behind this.
+
+Upstream: the delivery side of faust-streaming/faust#221 ("Prefetched events
+cause out of order issue after rebalance") and of the buffer flush race in
+``faust.transport.consumer.Consumer._drain_messages`` (faust-streaming
+0.15.3); with ``concurrency > 1`` also #606 (DESIGN.md section 7).
+
+Delete when: the chaos suite passes with ``funnel_events_refetched_total`` and
+``funnel_events_redelivered_total`` at 0 without this module (the worker
+counts both); the pure ``plan`` is tested in tests/unit/test_continuity.py and
+a hole read back in tests/integration/test_continuity.py.
 """
 
 from __future__ import annotations

@@ -30,9 +30,18 @@ async def _highwaters(self: Any, partitions: Any) -> Any:
 _highwaters.funnel_fixed = True  # type: ignore[attr-defined]
 
 
+def upstream() -> Any:
+    """Faust's own ``_highwaters``, patched or not."""
+    from faust.transport.drivers import aiokafka as driver
+
+    current = driver.AIOKafkaConsumerThread._highwaters
+    return getattr(current, "upstream", current)
+
+
 def fix_recovery_highwaters() -> None:
     from faust.transport.drivers import aiokafka as driver
 
     thread = driver.AIOKafkaConsumerThread
     if not getattr(thread._highwaters, "funnel_fixed", False):
+        _highwaters.upstream = thread._highwaters  # type: ignore[attr-defined]
         thread._highwaters = _highwaters

@@ -32,9 +32,18 @@ async def commit_and_end_transactions(self: Any) -> None:
 commit_and_end_transactions.funnel_fixed = True  # type: ignore[attr-defined]
 
 
+def upstream() -> Any:
+    """Faust's own ``commit_and_end_transactions``, patched or not."""
+    from faust.transport import consumer as consumer_mod
+
+    current = consumer_mod.Consumer.commit_and_end_transactions
+    return getattr(current, "upstream", current)
+
+
 def fix_stop_commit() -> None:
     from faust.transport import consumer as consumer_mod
 
     cls = consumer_mod.Consumer
     if not getattr(cls.commit_and_end_transactions, "funnel_fixed", False):
+        commit_and_end_transactions.upstream = cls.commit_and_end_transactions  # type: ignore[attr-defined]
         cls.commit_and_end_transactions = commit_and_end_transactions

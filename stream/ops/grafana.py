@@ -91,8 +91,8 @@ FUNNEL_VAR = _var("funnel", "label_values(funnel:step_reached:sum, funnel)", "Fu
 WINDOW_VAR = _var("window", "label_values(funnel:step_reached:sum, window)", "Window")
 
 
-def dashboards() -> dict[str, dict[str, Any]]:
-    overview = _board(
+def _overview_board() -> dict[str, Any]:
+    return _board(
         "funnel-overview",
         "Funnel stream - funnel overview",
         [FUNNEL_VAR, WINDOW_VAR],
@@ -156,7 +156,10 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    channels = _board(
+
+
+def _channels_board() -> dict[str, Any]:
+    return _board(
         "funnel-channels",
         "Funnel stream - per channel",
         [
@@ -193,7 +196,10 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    sales = _board(
+
+
+def _sales_board() -> dict[str, Any]:
+    return _board(
         "funnel-sales",
         "Funnel stream - sales pipeline",
         [_var("funnel", "label_values(funnel_step_lost, funnel)", "Pipeline"), WINDOW_VAR],
@@ -262,7 +268,10 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    ops = _board(
+
+
+def _ops_board() -> dict[str, Any]:
+    return _board(
         "funnel-ops",
         "Funnel stream - ops",
         [],
@@ -326,7 +335,10 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    money = _board(
+
+
+def _money_board() -> dict[str, Any]:
+    return _board(
         "funnel-money",
         "Funnel stream - revenue, spend and ROMI",
         [FUNNEL_VAR, WINDOW_VAR],
@@ -389,7 +401,11 @@ def dashboards() -> dict[str, dict[str, Any]]:
             ),
         ],
     )
-    return {b["uid"]: b for b in (overview, channels, sales, money, ops)}
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    boards = (_overview_board(), _channels_board(), _sales_board(), _money_board(), _ops_board())
+    return {b["uid"]: b for b in boards}
 
 
 def alerting(settings: Settings) -> dict[str, Any]:

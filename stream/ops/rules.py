@@ -45,99 +45,118 @@ def _overall(source: str, extra: str = "") -> str:
 
 
 def recording_rules() -> list[dict[str, Any]]:
+    return [_throughput_rules(), _conversion_rules(), _money_rules()]
+
+
+def _throughput_rules() -> dict[str, Any]:
+    return {
+        "name": "funnel-throughput",
+        "rules": [
+            {
+                "record": "funnel:events:rate1m",
+                "expr": "sum by (topic, type) (rate(funnel_events_total[1m]))",
+            },
+            {
+                "record": "funnel:rejected:rate1m",
+                "expr": "sum by (topic, reason) (rate(funnel_events_rejected_total[1m]))",
+            },
+        ],
+    }
+
+
+def _conversion_rules() -> dict[str, Any]:
     lost_pipelines = "sum by (funnel, window) (funnel_step_lost)"
     won = f'sum by (funnel, window) ({STEP_SUM}{{position="last"}})'
     lost = 'sum by (funnel, window) (funnel_step_lost{breakdown=""})'
     won_by = f'sum by (funnel, window, breakdown, value) ({STEP_SUM_BY}{{position="last"}})'
     lost_by = 'sum by (funnel, window, breakdown, value) (funnel_step_lost{breakdown!=""})'
     by = "funnel, window, breakdown, value"
-    return [
-        {
-            "name": "funnel-throughput",
-            "rules": [
-                {
-                    "record": "funnel:events:rate1m",
-                    "expr": "sum by (topic, type) (rate(funnel_events_total[1m]))",
-                },
-                {
-                    "record": "funnel:rejected:rate1m",
-                    "expr": "sum by (topic, reason) (rate(funnel_events_rejected_total[1m]))",
-                },
-            ],
-        },
-        {
-            "name": "funnel-conversion",
-            "rules": [
-                {
-                    "record": STEP_SUM,
-                    "expr": f'sum by ({KEYS}) (funnel_step_reached{{breakdown=""}})',
-                },
-                {
-                    "record": STEP_SUM_BY,
-                    "expr": f'sum by ({KEYS_BY}) (funnel_step_reached{{breakdown!=""}})',
-                },
-                {"record": "funnel:conversion:ratio", "expr": _conversion(STEP_SUM)},
-                {
-                    "record": "funnel:conversion_by:ratio",
-                    "expr": _conversion(STEP_SUM_BY, ", breakdown, value"),
-                },
-                {"record": "funnel:overall_conversion:ratio", "expr": _overall(STEP_SUM)},
-                {
-                    "record": "funnel:overall_conversion_by:ratio",
-                    "expr": _overall(STEP_SUM_BY, ", breakdown, value"),
-                },
-                {
-                    "record": "funnel:closing_rate:ratio",
-                    "expr": f"funnel:overall_conversion:ratio\n  and on (funnel, window) {lost_pipelines}",
-                },
-                {
-                    "record": "funnel:closing_rate_by:ratio",
-                    "expr": f"funnel:overall_conversion_by:ratio\n  and on (funnel, window) {lost_pipelines}",
-                },
-                {
-                    "record": "funnel:win_rate:ratio",
-                    "expr": f"{won}\n  / on (funnel, window)\n(({won} + on (funnel, window) {lost}) > 0)",
-                },
-                {
-                    "record": "funnel:win_rate_by:ratio",
-                    "expr": f"{won_by}\n  / on ({by})\n(({won_by} + on ({by}) {lost_by}) > 0)",
-                },
-            ],
-        },
-        {
-            "name": "funnel-money",
-            "rules": [
-                {
-                    "record": "funnel:revenue:sum",
-                    "expr": f"sum by ({MONEY_KEYS}) (funnel_revenue)",
-                },
-                {
-                    "record": "funnel:ad_spend:sum",
-                    "expr": f"sum by ({SPEND_KEYS}) (funnel_ad_spend)",
-                },
-                {
-                    # (revenue - spend) / spend per funnel, for the total and per
-                    # channel and campaign: the dimensions ad spend is reported by.
-                    "record": "funnel:romi:ratio",
-                    "expr": (
-                        '(funnel:revenue:sum{breakdown=~"|channel|campaign"}\n'
-                        f"  - on ({SPEND_KEYS}) group_left() funnel:ad_spend:sum)\n"
-                        f"  / on ({SPEND_KEYS}) group_left() (funnel:ad_spend:sum > 0)"
-                    ),
-                },
-                {
-                    "record": "funnel:lead_response_seconds:avg",
-                    "expr": (
-                        "sum by (funnel) (funnel_lead_response_seconds_sum)\n"
-                        "  / (sum by (funnel) (funnel_lead_response_seconds_count) > 0)"
-                    ),
-                },
-            ],
-        },
-    ]
+    return {
+        "name": "funnel-conversion",
+        "rules": [
+            {
+                "record": STEP_SUM,
+                "expr": f'sum by ({KEYS}) (funnel_step_reached{{breakdown=""}})',
+            },
+            {
+                "record": STEP_SUM_BY,
+                "expr": f'sum by ({KEYS_BY}) (funnel_step_reached{{breakdown!=""}})',
+            },
+            {"record": "funnel:conversion:ratio", "expr": _conversion(STEP_SUM)},
+            {
+                "record": "funnel:conversion_by:ratio",
+                "expr": _conversion(STEP_SUM_BY, ", breakdown, value"),
+            },
+            {"record": "funnel:overall_conversion:ratio", "expr": _overall(STEP_SUM)},
+            {
+                "record": "funnel:overall_conversion_by:ratio",
+                "expr": _overall(STEP_SUM_BY, ", breakdown, value"),
+            },
+            {
+                "record": "funnel:closing_rate:ratio",
+                "expr": f"funnel:overall_conversion:ratio\n  and on (funnel, window) {lost_pipelines}",
+            },
+            {
+                "record": "funnel:closing_rate_by:ratio",
+                "expr": f"funnel:overall_conversion_by:ratio\n  and on (funnel, window) {lost_pipelines}",
+            },
+            {
+                "record": "funnel:win_rate:ratio",
+                "expr": f"{won}\n  / on (funnel, window)\n(({won} + on (funnel, window) {lost}) > 0)",
+            },
+            {
+                "record": "funnel:win_rate_by:ratio",
+                "expr": f"{won_by}\n  / on ({by})\n(({won_by} + on ({by}) {lost_by}) > 0)",
+            },
+        ],
+    }
+
+
+def _money_rules() -> dict[str, Any]:
+    return {
+        "name": "funnel-money",
+        "rules": [
+            {
+                "record": "funnel:revenue:sum",
+                "expr": f"sum by ({MONEY_KEYS}) (funnel_revenue)",
+            },
+            {
+                "record": "funnel:ad_spend:sum",
+                "expr": f"sum by ({SPEND_KEYS}) (funnel_ad_spend)",
+            },
+            {
+                # (revenue - spend) / spend per funnel, for the total and per
+                # channel and campaign: the dimensions ad spend is reported by.
+                "record": "funnel:romi:ratio",
+                "expr": (
+                    '(funnel:revenue:sum{breakdown=~"|channel|campaign"}\n'
+                    f"  - on ({SPEND_KEYS}) group_left() funnel:ad_spend:sum)\n"
+                    f"  / on ({SPEND_KEYS}) group_left() (funnel:ad_spend:sum > 0)"
+                ),
+            },
+            {
+                "record": "funnel:lead_response_seconds:avg",
+                "expr": (
+                    "sum by (funnel) (funnel_lead_response_seconds_sum)\n"
+                    "  / (sum by (funnel) (funnel_lead_response_seconds_count) > 0)"
+                ),
+            },
+        ],
+    }
 
 
 def alert_rules(s: Settings) -> list[dict[str, Any]]:
+    alerts = [
+        _funnel_drop_off_spike(s),
+        _funnel_no_events(s),
+        _funnel_consumer_lag_high(s),
+        _funnel_rejected_events_high(s),
+        _funnel_worker_down(s),
+    ]
+    return [{"name": "funnel-alerts", "rules": alerts}]
+
+
+def _funnel_drop_off_spike(s: Settings) -> dict[str, Any]:
     short, long_, offset = s.alert_short_window, s.alert_long_window, s.alert_baseline_offset
     keep = 1 - s.alert_drop
     baseline = (
@@ -165,100 +184,103 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
         "{{ with printf \"funnel:conversion:ratio{funnel='%s',step='%s',window='" + short + "'}\" "
         "$labels.funnel $labels.step | query }}{{ . | first | value | humanizePercentage }}{{ end }}"
     )
-    return [
-        {
-            "name": "funnel-alerts",
-            "rules": [
-                {
-                    "alert": "FunnelDropOffSpike",
-                    "expr": drop_expr,
-                    "for": s.alert_for,
-                    "labels": {"severity": "critical"},
-                    "annotations": {
-                        "summary": (
-                            "Funnel {{ $labels.funnel }}: conversion to step {{ $labels.step }} "
-                            f"fell to {current} over {short}"
-                        ),
-                        "description": (
-                            "Conversion into step {{ $labels.step }} of funnel {{ $labels.funnel }} "
-                            f"over the last {short} is {{{{ $value | humanizePercentage }}}} of its "
-                            f"baseline (the same {short} {offset} ago, or the last {long_}); "
-                            f"alerting below {keep:.0%} with at least {s.alert_min_volume} attempts "
-                            "at the step before. Something in this step may be broken (a form, "
-                            "a payment provider, a page)."
-                        ),
-                    },
-                },
-                {
-                    "alert": "FunnelNoEvents",
-                    "expr": 'sum(rate(funnel_events_total[10m])) == 0 and sum(up{job="funnel"}) > 0',
-                    "for": "10m",
-                    "labels": {"severity": "warning"},
-                    "annotations": {
-                        "summary": "No funnel events for 10 minutes",
-                        "description": (
-                            "The funnel workers are up but have counted no event on any input "
-                            "topic for 10 minutes; check the producers and topic names."
-                        ),
-                    },
-                },
-                {
-                    "alert": "FunnelConsumerLagHigh",
-                    "expr": (
-                        f"sum by (topic) (funnel_consumer_lag_messages) > {s.alert_lag_messages}"
-                    ),
-                    "for": "5m",
-                    "labels": {"severity": "warning"},
-                    "annotations": {
-                        "summary": "Funnel workers are {{ $value }} messages behind on {{ $labels.topic }}",
-                        "description": (
-                            "{{ $value }} messages of topic {{ $labels.topic }} are not processed "
-                            f"(more than {s.alert_lag_messages} for 5 minutes): the funnel numbers "
-                            "are behind real time. Add workers (and partitions) or look for a "
-                            "slow or crashing worker."
-                        ),
-                    },
-                },
-                {
-                    "alert": "FunnelRejectedEventsHigh",
-                    "expr": (
-                        "sum by (topic) (rate(funnel_events_rejected_total[10m]))\n"
-                        "  / on (topic)\n"
-                        "(sum by (topic) (rate(funnel_events_rejected_total[10m]))\n"
-                        "  + on (topic)\n"
-                        "  (sum by (topic) (rate(funnel_events_total[10m])) or on (topic)\n"
-                        "   0 * sum by (topic) (rate(funnel_events_rejected_total[10m]))))\n"
-                        f"> {s.alert_reject_ratio:g}"
-                    ),
-                    "for": "10m",
-                    "labels": {"severity": "warning"},
-                    "annotations": {
-                        "summary": "{{ $value | humanizePercentage }} of events on {{ $labels.topic }} are rejected",
-                        "description": (
-                            "Over 10 minutes {{ $value | humanizePercentage }} of the messages on "
-                            "{{ $labels.topic }} went to the dead-letter topic (more than "
-                            f"{s.alert_reject_ratio:.0%}). A producer may send a changed schema; the "
-                            "dead-letter headers name the reason and the field."
-                        ),
-                    },
-                },
-                {
-                    "alert": "FunnelWorkerDown",
-                    "expr": 'up{job="funnel"} == 0',
-                    "for": "1m",
-                    "labels": {"severity": "critical"},
-                    "annotations": {
-                        "summary": "Funnel worker {{ $labels.instance }} is down",
-                        "description": (
-                            "Prometheus could not scrape the funnel worker at "
-                            "{{ $labels.instance }} for 1 minute; its partitions are not being "
-                            "counted until it returns or a rebalance moves them."
-                        ),
-                    },
-                },
-            ],
-        }
-    ]
+    return {
+        "alert": "FunnelDropOffSpike",
+        "expr": drop_expr,
+        "for": s.alert_for,
+        "labels": {"severity": "critical"},
+        "annotations": {
+            "summary": (
+                "Funnel {{ $labels.funnel }}: conversion to step {{ $labels.step }} "
+                f"fell to {current} over {short}"
+            ),
+            "description": (
+                "Conversion into step {{ $labels.step }} of funnel {{ $labels.funnel }} "
+                f"over the last {short} is {{{{ $value | humanizePercentage }}}} of its "
+                f"baseline (the same {short} {offset} ago, or the last {long_}); "
+                f"alerting below {keep:.0%} with at least {s.alert_min_volume} attempts "
+                "at the step before. Something in this step may be broken (a form, "
+                "a payment provider, a page)."
+            ),
+        },
+    }
+
+
+def _funnel_no_events(s: Settings) -> dict[str, Any]:
+    return {
+        "alert": "FunnelNoEvents",
+        "expr": 'sum(rate(funnel_events_total[10m])) == 0 and sum(up{job="funnel"}) > 0',
+        "for": "10m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "No funnel events for 10 minutes",
+            "description": (
+                "The funnel workers are up but have counted no event on any input "
+                "topic for 10 minutes; check the producers and topic names."
+            ),
+        },
+    }
+
+
+def _funnel_consumer_lag_high(s: Settings) -> dict[str, Any]:
+    return {
+        "alert": "FunnelConsumerLagHigh",
+        "expr": (f"sum by (topic) (funnel_consumer_lag_messages) > {s.alert_lag_messages}"),
+        "for": "5m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Funnel workers are {{ $value }} messages behind on {{ $labels.topic }}",
+            "description": (
+                "{{ $value }} messages of topic {{ $labels.topic }} are not processed "
+                f"(more than {s.alert_lag_messages} for 5 minutes): the funnel numbers "
+                "are behind real time. Add workers (and partitions) or look for a "
+                "slow or crashing worker."
+            ),
+        },
+    }
+
+
+def _funnel_rejected_events_high(s: Settings) -> dict[str, Any]:
+    return {
+        "alert": "FunnelRejectedEventsHigh",
+        "expr": (
+            "sum by (topic) (rate(funnel_events_rejected_total[10m]))\n"
+            "  / on (topic)\n"
+            "(sum by (topic) (rate(funnel_events_rejected_total[10m]))\n"
+            "  + on (topic)\n"
+            "  (sum by (topic) (rate(funnel_events_total[10m])) or on (topic)\n"
+            "   0 * sum by (topic) (rate(funnel_events_rejected_total[10m]))))\n"
+            f"> {s.alert_reject_ratio:g}"
+        ),
+        "for": "10m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "{{ $value | humanizePercentage }} of events on {{ $labels.topic }} are rejected",
+            "description": (
+                "Over 10 minutes {{ $value | humanizePercentage }} of the messages on "
+                "{{ $labels.topic }} went to the dead-letter topic (more than "
+                f"{s.alert_reject_ratio:.0%}). A producer may send a changed schema; the "
+                "dead-letter headers name the reason and the field."
+            ),
+        },
+    }
+
+
+def _funnel_worker_down(s: Settings) -> dict[str, Any]:
+    return {
+        "alert": "FunnelWorkerDown",
+        "expr": 'up{job="funnel"} == 0',
+        "for": "1m",
+        "labels": {"severity": "critical"},
+        "annotations": {
+            "summary": "Funnel worker {{ $labels.instance }} is down",
+            "description": (
+                "Prometheus could not scrape the funnel worker at "
+                "{{ $labels.instance }} for 1 minute; its partitions are not being "
+                "counted until it returns or a rebalance moves them."
+            ),
+        },
+    }
 
 
 class Dumper(yaml.SafeDumper):

@@ -270,7 +270,15 @@ def cmd_config(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="funnel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_stack_commands(sub)
+    _add_demo_command(sub)
+    _add_file_commands(sub)
+    _add_generator_commands(sub)
+    return parser
 
+
+def _add_stack_commands(sub: Any) -> None:
+    """stack, topics, worker, run: the local stack and the processes on it."""
     stack = sub.add_parser("stack", help="start, check or stop the local Kafka/Redis/Prometheus")
     stack.add_argument("action", choices=["up", "down", "status", "fetch"])
     stack.add_argument("components", nargs="*", default=[], help=" ".join(COMPONENTS))
@@ -286,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--web-port", type=int, default=None)
     worker.set_defaults(func=cmd_worker)
 
+    run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
+    run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
+    run.set_defaults(func=cmd_run)
+
+
+def _add_demo_command(sub: Any) -> None:
     demo = sub.add_parser("demo", help="send demo traffic to the input topics")
     demo.add_argument("--rate", type=float, default=50.0, help="events per second")
     demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
@@ -319,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_file_commands(sub: Any) -> None:
+    """validate, produce, replay, report: events files and reports."""
     validate = sub.add_parser("validate", help="check an events file (JSONL) offline")
     validate.add_argument("file")
     validate.set_defaults(func=cmd_validate)
@@ -348,10 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(func=cmd_report)
 
-    run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
-    run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
-    run.set_defaults(func=cmd_run)
 
+def _add_generator_commands(sub: Any) -> None:
+    """rules, grafana, config: what the settings generate."""
     rules = sub.add_parser("rules", help="print Prometheus rules for the FUNNEL_ALERT_* settings")
     rules.add_argument(
         "--kubernetes", action="store_true", help="as a Prometheus Operator PrometheusRule"
@@ -366,7 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the settings in effect")
     config.set_defaults(func=cmd_config)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -202,23 +202,29 @@ class Traffic:
 
     # -- the shop -----------------------------------------------------------
 
+    def _new_visitor(self) -> tuple[str, dict[str, Any]]:
+        """A first-time visitor's id and first-touch attribution (``_mult``: its propensity)."""
+        rng = self.rng
+        visitor = f"v{rng.getrandbits(40):010x}"
+        channel, c = _pick(rng, CHANNELS)
+        region, r = _pick(rng, REGIONS)
+        device, d = _pick(rng, DEVICES)
+        attrs = {"channel": channel, "region": region, "device": device, "_mult": c * r * d}
+        attrs["age_band"] = rng.choice(AGE_BANDS)
+        attrs["gender"] = rng.choice(GENDERS)
+        if channel == "paid":
+            campaign = rng.choice(list(CAMPAIGNS))
+            attrs.update(campaign=campaign, keyword=rng.choice(CAMPAIGNS[campaign]))
+            attrs.update(source="ads", medium="cpc")
+        return visitor, attrs
+
     def _visitor(self, ts: float) -> None:
         rng = self.rng
         if self.customers and rng.random() < 0.15:
             visitor, attrs = rng.choice(self.customers)
             boost = REPEAT_BOOST
         else:
-            visitor = f"v{rng.getrandbits(40):010x}"
-            channel, c = _pick(rng, CHANNELS)
-            region, r = _pick(rng, REGIONS)
-            device, d = _pick(rng, DEVICES)
-            attrs = {"channel": channel, "region": region, "device": device, "_mult": c * r * d}
-            attrs["age_band"] = rng.choice(AGE_BANDS)
-            attrs["gender"] = rng.choice(GENDERS)
-            if channel == "paid":
-                campaign = rng.choice(list(CAMPAIGNS))
-                attrs.update(campaign=campaign, keyword=rng.choice(CAMPAIGNS[campaign]))
-                attrs.update(source="ads", medium="cpc")
+            visitor, attrs = self._new_visitor()
             boost = 1.0
         mult = attrs["_mult"] * boost
         base = {k: v for k, v in attrs.items() if not k.startswith("_")}
@@ -250,6 +256,13 @@ class Traffic:
                 self._at(ts + 0.5, {"type": "_lease", "visitor_id": visitor,
                                     "session_id": session, **base})  # fmt: skip
             self._call(ts + self._later(10, 120), visitor, session, base)
+        self._shop_steps(ts, visitor, attrs, base, mult)
+
+    def _shop_steps(
+        self, ts: float, visitor: str, attrs: dict[str, Any], base: dict[str, Any], mult: float
+    ) -> None:
+        """Signup, cart, checkout and purchase, each reached with its probability."""
+        rng = self.rng
         t = ts
         for step, p in SHOP_STEPS.items():
             t += self._later(5, 90)
@@ -390,6 +403,28 @@ class Traffic:
             position = target
 
 
+async def _send(producer: Any, settings: Settings, event: dict, copy: Any) -> str:
+    """One event to its input topic, keyed by entity (and to the copy file); its type."""
+    from stream.core.events import decode
+
+    event = {k: v for k, v in event.items() if not k.startswith("_")}
+    value = orjson.dumps(event)
+    kind = event["type"]
+    key = entity_of(decode(value, now=float("inf"))).encode()
+    await producer.send(settings.topics[kind], value, key=key)
+    if copy is not None:
+        copy.write(value + b"\n")
+    return kind
+
+
+def _lease_report(lessor: Any) -> None:
+    print(
+        f"\ndemo: {lessor.leased} tracking numbers leased, {lessor.failed} lease requests "
+        f"failed, {len(lessor.calls)} calls made to leased numbers",
+        file=sys.stderr,
+    )
+
+
 async def produce(
     settings: Settings,
     rate: float,
@@ -418,8 +453,6 @@ async def produce(
     """
     from aiokafka import AIOKafkaProducer
 
-    from stream.core.events import decode
-
     now = time.time()
     traffic = Traffic(
         seed=seed,
@@ -446,13 +479,7 @@ async def produce(
                     event = await lessor.apply(event, live=event["occurred_at"] >= live_from)
                 if event is None or event["type"] == "_lease":
                     continue
-                event = {k: v for k, v in event.items() if not k.startswith("_")}
-                value = orjson.dumps(event)
-                kind = event["type"]
-                key = entity_of(decode(value, now=float("inf"))).encode()
-                await producer.send(settings.topics[kind], value, key=key)
-                if copy is not None:
-                    copy.write(value + b"\n")
+                kind = await _send(producer, settings, event, copy)
                 sent[kind] = sent.get(kind, 0) + 1
             if time.monotonic() - last_report > 2:
                 last_report = time.monotonic()
@@ -463,11 +490,7 @@ async def produce(
         await producer.stop()
         if lessor is not None:
             await lessor.close()
-            print(
-                f"\ndemo: {lessor.leased} tracking numbers leased, {lessor.failed} lease requests "
-                f"failed, {len(lessor.calls)} calls made to leased numbers",
-                file=sys.stderr,
-            )
+            _lease_report(lessor)
         if copy is not None:
             copy.close()
         _progress(sent, time.monotonic() - started, traffic, end="\n")

@@ -218,7 +218,7 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
         fault_over = time.monotonic()
         sent += load.wait()
         # The CRM makes the second deals from the second calls once it has them;
-        # a deal that overtakes its call across topics gets no call touch (README).
+        # a deal that overtakes its call across topics gets no call touch (docs/guarantees.md).
         wait_for(lambda: by_lease() == 40, 240, "the held calls to be attributed by lease")
         load = Load(settings, messages_of(settings, b_deals), RATE)
         load.start()

@@ -48,7 +48,7 @@ PAGE_ENV = {
     # The 20 minutes of history arrive at once and the worker reads its input
     # topics side by side, each at its own pace in event time: visits (half the
     # events) fall more than the default 10 minutes behind the carts, which
-    # would make them late (README "Guarantees": known limit of a backlog).
+    # would make them late (docs/guarantees.md: known limit of a backlog).
     "FUNNEL_LATENESS": "1800",
 }
 

@@ -125,7 +125,7 @@ def test_table_counts_exact_after_sigkill_and_restart(stack, stack_env):
     """kill -9 mid-load, restart: the table (recovered from its changelog) is exact.
 
     It found the Faust problems worked around in stream/worker/transactions.py and
-    stream/faust_fixes/missing_offsets.py (README, "Exactly-once and Faust").
+    stream/faust_fixes/missing_offsets.py (docs/guarantees.md, "Exactly-once and Faust").
     """
     kill_and_restart_once(stack_env)
 

@@ -1,0 +1,144 @@
+"""Each workaround in stream/faust_fixes/ against the installed faust-streaming.
+
+A test here shows the upstream bug (or the upstream code the patch relies on)
+and the patched behaviour. When an upgrade of faust-streaming fixes a bug, its
+"upstream" test fails: then the fix can be deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from types import SimpleNamespace
+
+from mode.utils.locks import Event
+
+from stream.faust_fixes import (
+    apply_all,
+    read_offset_race,
+    rebalance_state,
+    recovery_highwaters,
+    stop_commit,
+)
+
+TP = ("x-changelog", 0)
+
+
+class FakeAioConsumer:
+    """What ``_highwaters`` asks of aiokafka: nothing fetched yet, 42 records committed."""
+
+    def last_stable_offset(self, tp):  # noqa: ANN001, ANN201
+        return None  # cached from fetch responses: none right after an assignment
+
+    async def end_offsets(self, partitions):  # noqa: ANN001, ANN201
+        return dict.fromkeys(partitions, 42)
+
+
+def consumer_thread() -> SimpleNamespace:
+    aio = FakeAioConsumer()
+    return SimpleNamespace(
+        consumer=SimpleNamespace(in_transaction=True), _ensure_consumer=lambda: aio
+    )
+
+
+def test_upstream_highwaters_in_a_transaction_are_none_right_after_assignment() -> None:
+    got = asyncio.run(recovery_highwaters.upstream()(consumer_thread(), [TP]))
+    assert got == {TP: None}  # read as "empty changelog": recovery skipped
+
+
+def test_patched_highwaters_ask_the_broker() -> None:
+    apply_all()
+    got = asyncio.run(recovery_highwaters._highwaters(consumer_thread(), [TP]))
+    assert got == {TP: 42}
+
+
+class RecordingConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+
+    async def commit(self, **kwargs):  # noqa: ANN003, ANN201
+        self.commits.append(kwargs)
+
+
+def test_upstream_stop_commit_leaves_no_transaction_open() -> None:
+    consumer = RecordingConsumer()
+    asyncio.run(stop_commit.upstream()(consumer))
+    assert consumer.commits == [{"start_new_transaction": False}]
+
+
+def test_patched_stop_commit_begins_the_next_transaction() -> None:
+    apply_all()
+    from faust.transport.consumer import Consumer
+
+    consumer = RecordingConsumer()
+    asyncio.run(Consumer.commit_and_end_transactions(consumer))
+    asyncio.run(Consumer.commit_and_end_transactions(consumer))  # the second stop commit
+    assert consumer.commits == [{"start_new_transaction": True}] * 2
+
+
+def test_upstream_fetch_loop_records_a_read_offset_whoever_won_the_wait() -> None:
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer._drain_messages)
+    wait = source.index("await self.wait_first(")
+    recorded = source.index("set_read_offset(tp, offset)", wait)
+    between = source[wait:recorded]
+    assert "suspend_flow.wait()" in between
+    assert "if " not in between  # no check of which side won before recording
+
+
+def test_read_offsets_ignore_the_fetch_loop_while_flow_is_suspended() -> None:
+    suspended = Event()
+    offsets = read_offset_race.ReadOffsets(suspended)
+    offsets["tp"] = 10
+    suspended.set()
+    offsets["tp"] = 99  # the fetch loop, message never delivered
+    assert offsets["tp"] == 10
+    dict.__setitem__(offsets, "tp", 5)  # a seek writes through
+    assert offsets["tp"] == 5
+    assert offsets["other"] is None
+
+
+def test_patched_consumer_uses_read_offsets() -> None:
+    apply_all()
+    from faust.transport.consumer import Consumer
+
+    assert getattr(Consumer.__init__, "funnel_fixed", False)
+    assert getattr(Consumer.seek, "__name__", "") == "seek"
+
+
+class FakeStore:
+    def __init__(self, data: dict) -> None:
+        self.data = dict(data)
+        self._key_partition = dict.fromkeys(data, 0)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def fake_app(data: dict) -> SimpleNamespace:
+    table = SimpleNamespace(data=FakeStore(data))
+    recovery = SimpleNamespace(active_offsets={"tp": 7}, standby_offsets={"tp": 3})
+    return SimpleNamespace(tables=SimpleNamespace(values=lambda: [table], recovery=recovery))
+
+
+def test_forget_uncommitted_state_drops_memory_and_recovery_offsets() -> None:
+    app = fake_app({"k": 1})
+    rebalance_state.forget_uncommitted_state(app, had_engines=True)
+    (table,) = app.tables.values()
+    assert table.data.data == {} and table.data._key_partition == {}
+    assert app.tables.recovery.active_offsets == {} == app.tables.recovery.standby_offsets
+
+
+def test_forget_uncommitted_state_leaves_a_starting_worker_alone() -> None:
+    app = fake_app({})
+    rebalance_state.forget_uncommitted_state(app, had_engines=False)
+    assert app.tables.recovery.active_offsets == {"tp": 7}
+
+
+def test_upstream_recovery_takes_each_changelog_record_with_wait_for() -> None:
+    from faust.tables import recovery
+
+    assert "asyncio.wait_for(" in inspect.getsource(recovery)  # a task per record on 3.11
+    apply_all()
+    assert recovery.asyncio.funnel_fixed
