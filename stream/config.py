@@ -119,13 +119,18 @@ class Settings:
     # Bearer token that write endpoints (POST /api/tracking-numbers) require
     # (FUNNEL_API_TOKEN); empty = no token, fine only on 127.0.0.1.
     api_token: str = field(default="", repr=False)
-    # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness behind
-    # the partition's newest event time (FUNNEL_LATENESS).
+    # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness
+    # (FUNNEL_LATENESS): an event is late when older than the stream's watermark
+    # (the lowest newest event time over the input sources still being read)
+    # minus its funnel's window minus this (DESIGN.md section 4).
     bucket: int = 60
     lateness: float = 600.0
-    # Counter buckets older than this many seconds behind the newest event are
+    # Counter buckets older than this many seconds behind the watermark are
     # dropped (FUNNEL_RETENTION, default 35 days).
     retention: float = 35 * 86400.0
+    # Seconds between checks of which input partitions have nothing unread
+    # (FUNNEL_IDLE_CHECK); those do not hold the watermark back.
+    idle_check: float = 2.0
     # Trailing windows of the funnel gauges on /metrics (FUNNEL_METRIC_WINDOWS).
     metric_windows: str = "5m,1h,24h"
     # FunnelDropOffSpike: a step's conversion over the short window (a metric
@@ -210,6 +215,7 @@ class Settings:
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),
+            idle_check=_env_float("IDLE_CHECK", cls.idle_check),
             metric_windows=_env("METRIC_WINDOWS", cls.metric_windows),
             alert_short_window=_env("ALERT_SHORT_WINDOW", cls.alert_short_window),
             alert_long_window=_env("ALERT_LONG_WINDOW", cls.alert_long_window),

@@ -13,22 +13,65 @@ from typing import Any
 
 from stream.core.funnels import Funnel
 
+CALL_WINDOW = 86400.0  # the calls ledger's window
+RETENTION = 35 * 86400.0  # counter buckets kept; older events are late
 
-def accepted_events(events: list[Any], lateness: float) -> tuple[list[Any], list[Any]]:
-    """De-duplicate by event_id (first arrival wins) and split off late arrivals."""
+
+def accepted_events(
+    events: list[Any],
+    lateness: float,
+    funnels: list[Funnel],
+    sources: list[str] | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """De-duplicate by event_id (first arrival wins) and split off late arrivals.
+
+    ``events`` in arrival order; ``sources[i]`` names the input source of event
+    i (default: one source). The watermark before an event is the lowest newest
+    event time among the sources with events still to come (a source that has
+    not started holds it at -inf; when all are done, the newest of all). An
+    event is late when it is older than that minus the lateness minus the
+    shortest window of the funnels it belongs to, or older than retention.
+    """
+    sources = sources or ["all"] * len(events)
+    last = {src: i for i, src in enumerate(sources)}
+    newest: dict[str, float] = {}
+    watermark = float("-inf")
     seen: set[str] = set()
-    newest = float("-inf")
     kept, late = [], []
-    for ev in events:
-        if ev.event_id in seen:
-            continue
-        seen.add(ev.event_id)
-        if ev.ts < newest - lateness:
-            late.append(ev)
-            continue
-        newest = max(newest, ev.ts)
-        kept.append(ev)
+    for i, ev in enumerate(events):
+        if ev.event_id not in seen:
+            seen.add(ev.event_id)
+            windows = relevant_windows(funnels, ev)
+            if windows and (
+                ev.ts < watermark - lateness - min(windows) or ev.ts < watermark - RETENTION
+            ):
+                late.append(ev)
+            else:
+                kept.append(ev)
+        newest[sources[i]] = max(newest.get(sources[i], float("-inf")), ev.ts)
+        pending = [newest.get(src, float("-inf")) for src, j in last.items() if j > i]
+        watermark = max(watermark, min(pending) if pending else max(newest.values()))
     return kept, late
+
+
+def relevant_windows(funnels: list[Funnel], ev: Any) -> list[float]:
+    """The windows of every funnel and ledger the event belongs to."""
+    out = [f.window for f in funnels if belongs(f, ev)]
+    if ev.type == "call":
+        out.append(CALL_WINDOW)
+    if ev.type == "spend":
+        out.append(RETENTION)
+    return out
+
+
+def belongs(f: Funnel, ev: Any) -> bool:
+    if getattr(ev, f.entity, None) is None:
+        return False
+    if f.mode == "sequence":
+        return any(step_matches(s, ev) for s in f.steps)
+    if ev.type == "call":
+        return f.entity == "deal_id"
+    return ev.type == "deal_stage" and (f.pipeline is None or ev.pipeline == f.pipeline)
 
 
 def step_matches(step, ev) -> bool:
@@ -50,8 +93,14 @@ def in_cents(amount: float) -> int:
     return round(amount * 100)
 
 
-def oracle_counts(funnels: list[Funnel], events: list[Any], bucket: int, lateness: float):
-    kept, _ = accepted_events(events, lateness)
+def oracle_counts(
+    funnels: list[Funnel],
+    events: list[Any],
+    bucket: int,
+    lateness: float,
+    sources: list[str] | None = None,
+):
+    kept, _ = accepted_events(events, lateness, funnels, sources)
     kept.sort(key=lambda e: (e.ts, e.event_id))
     counts: Counter = Counter()
 

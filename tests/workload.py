@@ -152,10 +152,27 @@ def wait_answer(url: str, want: dict, timeout: float = 90, settings=None) -> Non
         if status == 200:
             got = [(s["name"], s["reached"]) for s in got["steps"]]
         wanted = [(s["name"], s["reached"]) for s in want["steps"]]
+        diff = "\n".join(differences(json.loads(body), want)[:20]) if status == 200 else ""
         report = offsets_report(settings, settings.app_id) if settings is not None else ""
         raise AssertionError(
-            f"{exc}: last answer {status} {got!r}; want {wanted!r}\n{report}"
+            f"{exc}: last answer {status} {got!r}; want {wanted!r}\n"
+            f"differences (path: got != want):\n{diff}\n{report}"
         ) from None
+
+
+def differences(got: object, want: object, path: str = "") -> list[str]:
+    """Every leaf where two JSON documents differ, as 'path: got != want'."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        out = []
+        for key in sorted(got.keys() | want.keys(), key=str):
+            out += differences(got.get(key), want.get(key), f"{path}/{key}")
+        return out
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        out = []
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            out += differences(a, b, f"{path}/{i}")
+        return out
+    return [] if got == want else [f"{path}: {got!r} != {want!r}"]
 
 
 def n_dup(docs: list[dict]) -> int:

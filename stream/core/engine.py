@@ -15,9 +15,16 @@ pipelines also ``skipped``, ``moved_back``, ``lost``, ``lost:<reason>``;
 ``dim``/``value`` is ``("", "")`` for the total or a breakdown dimension and
 the attempt's first-touch value of it.
 
-An entity whose newest event is older than the watermark minus lateness minus
-the window can no longer change (no acceptable event can join any of its
-attempts), so its state is dropped; its contributions stay in the counters.
+Event time (DESIGN.md section 4): ``watermark`` is the stream's watermark,
+given by the caller (``advance``): the minimum over the input sources of the
+newest event time each delivered (core/watermark.py). An event is late only
+when it cannot be applied exactly any more: older than the watermark minus the
+allowed lateness minus the window of a funnel it belongs to, or in a bucket
+past retention. An entity whose newest event is older than the watermark minus
+the lateness minus *two* windows is dropped: every event still accepted is then
+more than a window after all of its events, so it cannot join, block or
+re-open any of its attempts (a fresh entity gives the same counts). Its
+contributions stay in the counters.
 """
 
 from __future__ import annotations
@@ -261,7 +268,8 @@ class Engine:
         # contributes to, and thousands of journeys contribute to the same ones
         # (half a journey's memory was these tuples, repeated).
         self.keys: dict[Key, Key] = {}
-        self.watermark = float("-inf")  # highest event time seen
+        self.watermark = float("-inf")  # the stream's watermark (``advance``)
+        self.newest = float("-inf")  # highest event time applied
         self.retained_from = float("-inf")  # counters of older buckets are dropped
         self.late: Counter[str] = Counter()
         # What changed since the caller last persisted (see ``take_changes``).
@@ -273,20 +281,42 @@ class Engine:
 
     # ---- ingest ---------------------------------------------------------------
 
-    def is_late(self, ts: float) -> bool:
-        return ts < self.watermark - self.lateness
+    def retained_after(self) -> float:
+        """Counter buckets before this one are past retention (dropped, never changed)."""
+        if self.watermark == float("-inf"):
+            return float("-inf")
+        return self.bucket_of(self.watermark - self.retention)
+
+    def advance(self, watermark: float) -> None:
+        """Move the stream's watermark forward (it never moves back)."""
+        self.watermark = max(self.watermark, watermark)
+
+    def late_before(self, funnel: Funnel) -> float:
+        """Events of ``funnel`` older than this can no longer be applied exactly."""
+        return self.watermark - self.lateness - funnel.window
+
+    def is_late(self, event: Any) -> bool:
+        """Whether the event is late for any funnel it belongs to, or past retention."""
+        ts = event.ts
+        if ts < self.watermark - self.retention:
+            return any(self._relevant(f, event) for f in self.funnels)
+        return any(ts < self.late_before(f) for f in self.funnels if self._relevant(f, event))
 
     def relevant_funnels(self, event: Any) -> list[str]:
         return [f.name for f in self.funnels if self._relevant(f, event)]
 
     def process(self, event: Any) -> bool:
-        """Apply one valid, de-duplicated event; False if it is late (not applied)."""
+        """Apply one valid, de-duplicated event; False if it is late (then applied nowhere).
+
+        All or nothing, so a late event on the dead-letter topic can be sent
+        again later without counting twice in the funnels that took it.
+        """
         ts = event.ts
-        if self.is_late(ts):
+        if self.is_late(event):
             for name in self.relevant_funnels(event):
                 self.late[name] += 1
             return False
-        self.watermark = max(self.watermark, ts)
+        self.newest = max(self.newest, ts)
         for funnel in self.funnels:
             if not self._relevant(funnel, event):
                 continue
@@ -317,7 +347,7 @@ class Engine:
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items)
         old = journey.contributions
-        horizon = self.bucket_of(self.watermark - self.retention)
+        horizon = self.retained_after()
         for key in old.keys() | new.keys():
             delta = new[key] - old[key]
             if delta and key[3] >= horizon:  # buckets past retention stay dropped
@@ -478,8 +508,8 @@ class Engine:
         Returns how many entities were dropped.
         """
         if self.watermark == float("-inf"):
-            return 0  # no event applied yet (e.g. a batch of only duplicates): nothing is old
-        horizon = self.bucket_of(self.watermark - self.retention)
+            return 0  # no watermark yet (a source has delivered nothing): nothing is old
+        horizon = self.retained_after()
         if horizon > self.retained_from:  # at most one scan per bucket
             self.retained_from = horizon
             for key in [k for k in self.counters if k[3] < horizon]:
@@ -489,7 +519,7 @@ class Engine:
                 del self.keys[key]  # journeys still holding it keep their own reference
         dropped = 0
         for funnel in self.funnels:
-            horizon = self.watermark - self.lateness - funnel.window
+            horizon = self.late_before(funnel) - funnel.window
             journeys = self.journeys[funnel.name]
             old = [e for e, j in journeys.items() if j.newest < horizon]
             for entity in old:

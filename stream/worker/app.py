@@ -34,6 +34,7 @@ from stream.worker import attribution, count, normalise, partitions
 from stream.worker.api_source import WorkerSource
 from stream.worker.context import Context, Tables
 from stream.worker.metrics import FUNNEL_STATE
+from stream.worker.sources import SourceCatalog
 from stream.worker.supervision import stop_worker_on_error
 from stream.worker.tracking_store import TrackingStore
 
@@ -96,6 +97,9 @@ def build_context(app: faust.App, settings: Settings) -> Context:
         # A side consumer, opened on the first hole; it lives as long as the process.
         refetcher=Refetcher(client_options(settings), group_id=settings.app_id),
         reject_log=RejectLog(log),
+        catalog=SourceCatalog(
+            client_options(settings), settings.app_id, list(settings.topics.values())
+        ),
         memory_store=settings.store.startswith("memory"),
     )
 
@@ -137,6 +141,10 @@ def add_agents(app: faust.App, ctx: Context) -> None:
     @app.task
     async def sync_number_pool() -> None:
         await attribution.sync_number_pool(ctx)
+
+    @app.task
+    async def watch_sources() -> None:
+        await ctx.catalog.run(settings.idle_check)
 
     @app.agent(events)
     @stop_worker_on_error(app, "count")

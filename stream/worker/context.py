@@ -17,8 +17,10 @@ from stream.config import Settings
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
 from stream.core.tracking import Tracking
+from stream.core.watermark import SourceMarks
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.logs import RejectLog
+from stream.worker.sources import SourceCatalog
 from stream.worker.tracking_store import TrackingStore
 
 
@@ -30,7 +32,9 @@ class Tables:
     events_per_minute: faust.Table  # "{p}|{type}|{minute}" -> distinct events
     journeys: faust.Table  # [p, funnel, entity] -> encoded journey
     counters: faust.Table  # [p, metric, ...] -> count
-    marks: faust.Table  # "{p}" -> watermark, "{p}|next" -> next events offset
+    # "{p}" -> watermark, "{p}|sources" -> {source: newest event time},
+    # "{p}|next" -> next events offset
+    marks: faust.Table
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Context:
     store: TrackingStore
     refetcher: Refetcher
     reject_log: RejectLog
+    catalog: SourceCatalog
     # With the memory store the engines hold the journeys; the table keeps only
     # what a recovery brought back until its engine is loaded.
     memory_store: bool = True
@@ -52,6 +57,11 @@ class Context:
     # assignment; after a rebalance it restarts from the group's committed offset.
     source_next: dict[TP, int] = field(default_factory=dict)
     newest_event: dict[str, float] = field(default_factory=dict)  # source topic -> event time
+    # Per owned events partition: its sources' marks and watermark (loaded with the engine).
+    marks: dict[int, SourceMarks] = field(default_factory=dict)
+    # Per input partition: the newest event time normalise has announced to the
+    # counting partitions (valid within one assignment, like source_next).
+    sent_marks: dict[TP, float] = field(default_factory=dict)
     pool_synced: bool = False  # the Redis number pool matches the configuration
     last_purge: float = field(default_factory=time.monotonic)
 

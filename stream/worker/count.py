@@ -6,6 +6,11 @@ journeys, counters and watermark (tables ``journeys``, ``funnel-counters``,
 ``watermarks``) in the same transaction as the offsets; late events go to the
 dead-letter topic. It also keeps distinct events per type and event-time
 minute (core/event_counts.py), the event-level check of exactness.
+
+Marks (header ``mark``, sent by normalise) are not events: each moves its
+input source's mark for this partition; after the batch the partition's
+watermark is the lowest mark over the sources with something unread
+(core/watermark.py, worker/sources.py), and the engine expires behind it.
 """
 
 from __future__ import annotations
@@ -14,19 +19,21 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import orjson
 from faust.types import TP
 
 from stream.core import dedup, state
 from stream.core.event_counts import minute_key
 from stream.core.events import Rejection, decode
 from stream.worker.context import Context
-from stream.worker.dead_letters import SOURCE_HEADER, header, late_headers
+from stream.worker.dead_letters import MARK_HEADER, SOURCE_HEADER, header, late_headers
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.offsets import continuous, mark_handled
-from stream.worker.partitions import engine_for, owned_partitions
+from stream.worker.partitions import engine_for, marks_for, owned_partitions
 from stream.worker.supervision import unless_revoked
 from stream.worker.trace import trace_batch
 from stream.worker.transactions import ack_all, commits_held, send_in_transaction, write_state
@@ -48,6 +55,7 @@ class Applied:
     counted: Counter[tuple[str, str]] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     late_letters: list[tuple[TP, Any, Any, list]] = field(default_factory=list)
+    marked: set[int] = field(default_factory=set)  # partitions whose source marks moved
 
 
 async def run(ctx: Context, stream: faust.StreamT) -> None:
@@ -63,6 +71,8 @@ async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
     applied = Applied()
     for msg in messages:
         apply_message(ctx, msg, applied)
+    for p in applied.tps:
+        advance_watermark(ctx, p)
     async with commits_held(ctx.app):
         await write_batch(ctx, applied, next_offsets)
         await mark_handled(ctx.app, holes)
@@ -79,6 +89,11 @@ def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
     """De-dup one event and run it through its partition's engine."""
     p = msg.partition
     applied.tps[p] = msg.tp
+    if header(msg, MARK_HEADER):
+        mark = orjson.loads(msg.value)
+        if marks_for(ctx, p).deliver(mark["source"], mark["ts"]):
+            applied.marked.add(p)
+        return
     source = header(msg, SOURCE_HEADER) or "unknown"
     try:
         ev = decode(msg.value, now=float("inf"))
@@ -98,17 +113,32 @@ def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
     if not engine.process(ev):
         for name in engine.relevant_funnels(ev):
             LATE_TOTAL.labels(funnel=name).inc()
-        late = Rejection(
-            "late",
-            f"field `occurred_at`: {ev.occurred_at.isoformat()} is more than "
-            f"{ctx.settings.lateness:g}s behind the newest event of its partition",
-            "occurred_at",
-        )
+        late = late_rejection(ctx, ev, engine.watermark)
         applied.late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
         return
     applied.counted[(source, ev.type)] += 1
     ctx.newest_event[source] = max(ctx.newest_event.get(source, ev.ts), ev.ts)
     applied.minutes[p][minute_key(p, ev.type, ev.ts)] += 1
+
+
+def late_rejection(ctx: Context, ev: Any, watermark: float) -> Rejection:
+    mark = datetime.fromtimestamp(watermark, tz=UTC).isoformat()
+    return Rejection(
+        "late",
+        f"field `occurred_at`: {ev.occurred_at.isoformat()} is older than the watermark "
+        f"{mark} minus the window of its funnel and the allowed lateness of "
+        f"{ctx.settings.lateness:g}s (or past retention): its state may be expired",
+        "occurred_at",
+    )
+
+
+def advance_watermark(ctx: Context, p: int) -> None:
+    """Move partition ``p``'s watermark to the lowest mark of the sources still read."""
+    catalog = ctx.catalog
+    if not catalog.sources:
+        return  # which sources exist is not known yet: hold the watermark
+    watermark = marks_for(ctx, p).advance(catalog.sources, catalog.idle)
+    engine_for(ctx, p).advance(watermark)
 
 
 async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int]) -> None:
@@ -122,6 +152,8 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
         await write_state(app, tables.events_per_minute, applied.tps[p], updates)
     for p, tp in applied.tps.items():
         await persist_engine(ctx, p, tp)
+        if p in applied.marked:
+            await write_state(app, tables.marks, tp, {f"{p}|sources": marks_for(ctx, p).marks})
     for tp, offset in next_offsets.items():
         key = f"{tp.partition}|next"
         if tables.marks.data.get(key) != offset:
@@ -148,14 +180,14 @@ async def persist_engine(ctx: Context, p: int, tp: TP) -> None:
     await write_state(app, tables.journeys, tp, journeys, keep=not ctx.memory_store)
     counters = {state.counter_key(p, k): (n or None) for k, n in changed_counters.items()}
     await write_state(app, tables.counters, tp, counters)
-    if tables.marks.data.get(str(p)) != engine.watermark and engine.watermark > 0:
+    if tables.marks.data.get(str(p)) != engine.watermark and engine.watermark > float("-inf"):
         await write_state(app, tables.marks, tp, {str(p): engine.watermark})
 
 
 async def purge_seen(ctx: Context, horizon: float) -> None:
     """Forget ids older than the horizon behind their partition's newest event."""
-    # The engine's watermark is the partition's newest event time (restored from
-    # the watermarks table after a rebalance); -inf (no event yet) expires nothing.
+    # The engine's watermark is the partition's watermark over its sources
+    # (restored from the watermarks table after a rebalance); -inf expires nothing.
     marks = {p: engine_for(ctx, p).watermark for p in owned_partitions(ctx)}
     old = dedup.expired(list(ctx.tables.seen.data.items()), marks, horizon)
     for p, keys in old.items():

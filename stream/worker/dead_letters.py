@@ -7,6 +7,7 @@ from typing import Any
 from stream.core.events import Rejection
 
 SOURCE_HEADER = "src"  # the input topic of a re-keyed event on the events topic
+MARK_HEADER = "mark"  # an input partition's progress on the events topic, not an event
 
 
 def header(msg: Any, name: str) -> str | None:

@@ -269,7 +269,10 @@ def _position(i: int, count: int) -> str:
 
 
 def consumer_families(
-    lag: dict[tuple[str, int], int], commit_latency: list[float], rebalances: int
+    lag: dict[tuple[str, int], int],
+    commit_latency: list[float],
+    rebalances: int,
+    commit_gap: float = 0.0,
 ) -> list[Metric]:
     """Faust's consumer figures for the partitions this worker owns now (no stale series)."""
     lag_family = GaugeMetricFamily(
@@ -289,7 +292,13 @@ def consumer_families(
         "funnel_rebalances", "Consumer-group rebalances this worker has taken part in."
     )
     counter.add_metric([], rebalances)
-    return [lag_family, latency, counter]
+    gap = GaugeMetricFamily(
+        "funnel_commit_gap_max_seconds",
+        "The longest time between two offset commits of this worker since it started "
+        "(a transaction stays open that long; it must stay far below the transaction timeout).",
+    )
+    gap.add_metric([], commit_gap)
+    return [lag_family, latency, counter, gap]
 
 
 def _top_reasons(got: Sums) -> list[tuple[str, int]]:

@@ -5,6 +5,12 @@ Each reads input messages in batches, decodes and validates every message
 topic, and re-keys valid events by entity into the internal events topic, all
 inside the source partition's transaction (worker/transactions.py). Calls and
 deal stages are first attributed from Redis (worker/attribution.py).
+
+After its events, each input partition's newest event time so far goes to
+every partition of the events topic as a mark (header ``mark``), in the same
+transaction: progress of each source travels through the re-keying topic to
+every counting partition, which takes the lowest as its watermark
+(DESIGN.md section 4, "Event time").
 """
 
 from __future__ import annotations
@@ -14,10 +20,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+import orjson
+from faust.types import TP
 
 from stream.core.events import Rejection, decode, entity_of
+from stream.core.watermark import source_name
 from stream.worker.context import Context
-from stream.worker.dead_letters import dead_letter_headers, source_headers
+from stream.worker.dead_letters import MARK_HEADER, dead_letter_headers, source_headers
 from stream.worker.metrics import REJECTED
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.supervision import unless_revoked
@@ -44,19 +53,30 @@ async def normalise_batch(
     events (attributed by ``enrich`` where given) re-keyed to the events topic."""
     now = time.time()
     messages, next_offsets, holes = await continuous(ctx.refetcher, batch, ctx.source_next.get)
-    out = [await route(ctx, msg, enrich, now) for msg in messages]
+    out, newest = [], {}
+    for msg in messages:
+        outgoing, ts = await route(ctx, msg, enrich, now)
+        out.append(outgoing)
+        if ts is not None and ts > newest.get(msg.tp, float("-inf")):
+            newest[msg.tp] = ts
+    marks = moved_marks(ctx, newest)
     async with commits_held(ctx.app):
         for source, topic, key, value, headers in out:
             await send_in_transaction(ctx.app, source, topic, key, value, headers)
+        await send_marks(ctx, marks)
         await mark_handled(ctx.app, holes)
         await ack_all(stream, batch)
     ctx.source_next.update(next_offsets)  # committed with this batch's transaction
+    ctx.sent_marks.update(marks)
     if ctx.settings.trace_offsets:
         trace_batch("normalise", batch)
 
 
-async def route(ctx: Context, msg: Any, enrich: Enrich | None, now: float) -> Outgoing:
-    """Where one input message goes: the dead-letter topic, or the events topic by entity."""
+async def route(
+    ctx: Context, msg: Any, enrich: Enrich | None, now: float
+) -> tuple[Outgoing, float | None]:
+    """Where one input message goes: the dead-letter topic, or the events topic by
+    entity; with the event time of a valid event."""
     raw = msg.value if msg.value is not None else b""
     try:
         ev = decode(raw, ctx.topic_type[msg.topic], now)
@@ -64,8 +84,25 @@ async def route(ctx: Context, msg: Any, enrich: Enrich | None, now: float) -> Ou
         REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
         headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
-        return (msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)
+        return (msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers), None
     if enrich is not None:
         raw = await enrich(ctx, ev, raw, msg)
     key = entity_of(ev).encode()
-    return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg))
+    return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg)), ev.ts
+
+
+def moved_marks(ctx: Context, newest: dict[TP, float]) -> dict[TP, float]:
+    """The input partitions whose newest event time moved past what was announced."""
+    sent = ctx.sent_marks
+    return {tp: ts for tp, ts in newest.items() if ts > sent.get(tp, float("-inf"))}
+
+
+async def send_marks(ctx: Context, marks: dict[TP, float]) -> None:
+    """Each moved mark to every counting partition, in its input partition's transaction."""
+    topic = ctx.settings.events_topic
+    for tp, ts in marks.items():
+        value = orjson.dumps({"source": source_name(tp.topic, tp.partition), "ts": ts})
+        for partition in range(ctx.settings.partitions):
+            await send_in_transaction(
+                ctx.app, tp, topic, None, value, [(MARK_HEADER, b"1")], partition=partition
+            )

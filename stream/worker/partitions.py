@@ -15,6 +15,7 @@ from typing import Any
 from stream.core import event_counts, money, state
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
+from stream.core.watermark import SourceMarks
 from stream.faust_fixes.rebalance_state import forget_uncommitted_state
 from stream.worker.context import Context
 from stream.worker.transactions import drop_keys, new_generation
@@ -74,8 +75,15 @@ def load_engine(ctx: Context, p: int) -> Engine:
             counts.append((tuple(rest), value))
     mark = tables.marks.data.get(str(p))
     engine.restore(restored, counts, mark if mark is not None else float("-inf"))
+    ctx.marks[p] = SourceMarks(tables.marks.data.get(f"{p}|sources"), engine.watermark)
     log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
     return engine
+
+
+def marks_for(ctx: Context, p: int) -> SourceMarks:
+    """The partition's source marks (loaded with its engine)."""
+    engine_for(ctx, p)
+    return ctx.marks[p]
 
 
 def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str, Any]:
@@ -150,10 +158,12 @@ def consumer_state(ctx: Context) -> dict:
             continue
         if end is not None:
             lag[(tp.topic, tp.partition)] = end - monitor.tp_committed_offsets.get(tp, 0)
+    gate = getattr(consumer, "funnel_gate", None)
     return {
         "lag": lag,
         "commit_latency": list(monitor.commit_latency),
         "rebalances": app.rebalancing_count,
+        "commit_gap": gate.longest_gap if gate is not None else 0.0,
     }
 
 
@@ -173,11 +183,15 @@ async def on_revoked(ctx: Context) -> None:
             log.warning("commit on revoke failed", exc_info=True)
     had_engines = bool(ctx.engines)
     ctx.engines.clear()
+    ctx.marks.clear()
     ctx.source_next.clear()
+    ctx.sent_marks.clear()
     if ctx.memory_store:
         forget_uncommitted_state(ctx.app, had_engines)
 
 
 def on_assigned(ctx: Context) -> None:
     ctx.engines.clear()  # rebuilt from the recovered tables on first use
+    ctx.marks.clear()
     ctx.source_next.clear()
+    ctx.sent_marks.clear()

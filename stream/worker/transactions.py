@@ -17,6 +17,7 @@ changes of the offsets it commits.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -67,24 +68,81 @@ def check_not_revoked() -> None:
         raise Revoked("partitions revoked while the batch was being written")
 
 
+class CommitGate:
+    """Batches write while no commit runs; a commit runs once no batch is writing.
+
+    A commit that is waiting keeps new batches out, so commits happen every
+    commit interval however busy the agents are. (Holding commits off with
+    Faust's own "a commit is running" future made a waiting commit *skip*:
+    with three agents writing back to back through a backlog every interval
+    was skipped, nothing committed for minutes and the transactions timed out:
+    ProducerFenced, the worker exited.)
+    """
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self.writing = 0
+        self.waiting = 0  # commits waiting for the batches in flight
+        self.committing = False
+        self.last_commit = time.monotonic()
+        self.longest_gap = 0.0  # seconds between two commits, the most seen
+        self.longest_commit = 0.0
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self.committing and not self.waiting)
+            self.writing += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.writing -= 1
+                self._cond.notify_all()
+
+    @asynccontextmanager
+    async def commit(self) -> AsyncIterator[None]:
+        async with self._cond:
+            self.waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self.writing and not self.committing)
+            finally:
+                self.waiting -= 1
+            self.committing = True
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            done = time.monotonic()
+            self.longest_gap = max(self.longest_gap, began - self.last_commit)
+            self.longest_commit = max(self.longest_commit, done - began)
+            self.last_commit = done
+            async with self._cond:
+                self.committing = False
+                self._cond.notify_all()
+
+
+def commit_gate(app: faust.App) -> CommitGate:
+    """The consumer's gate; installed on first use around its ``force_commit``."""
+    consumer = app.consumer
+    gate = getattr(consumer, "funnel_gate", None)
+    if gate is None:
+        gate = consumer.funnel_gate = CommitGate()
+        original = consumer.force_commit
+
+        async def force_commit(*args: Any, **kwargs: Any) -> bool:
+            async with gate.commit():
+                return await original(*args, **kwargs)
+
+        consumer.force_commit = force_commit
+    return gate
+
+
 @asynccontextmanager
 async def commits_held(app: faust.App) -> AsyncIterator[None]:
-    """Keep Faust's committer out while a batch writes state and acks.
-
-    Uses the consumer's own "a commit is running" future: a commit started
-    meanwhile waits for it and then skips (the next interval commits).
-    """
-    consumer = app.consumer
-    while await consumer.maybe_wait_for_commit_to_finish():
-        pass
-    held: asyncio.Future = asyncio.get_running_loop().create_future()
-    consumer._commit_fut = held
-    try:
+    """Keep Faust's committer out while a batch writes state and acks."""
+    async with commit_gate(app).batch():
         yield
-    finally:
-        if consumer._commit_fut is held:
-            consumer._commit_fut = None
-        held.set_result(None)
 
 
 async def write_state(

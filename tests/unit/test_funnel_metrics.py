@@ -119,7 +119,8 @@ def test_buckets_older_than_retention_are_dropped_and_never_go_negative():
         engine.process(event(f"r{i}", "visit", base + offset, visitor))
 
     visit(0, 0, "a")
-    visit(1, 7200, "b")  # two hours later: the first bucket is past retention
+    visit(1, 7200, "b")
+    engine.advance(base + 7200)  # the watermark two hours later: the first bucket is past retention
     engine.expire()
     buckets = {k[3] for k in engine.counters}
     assert engine.bucket_of(base) not in buckets and engine.bucket_of(base + 7200) in buckets

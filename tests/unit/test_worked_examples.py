@@ -196,16 +196,37 @@ def test_eight_stage_b2b_pipeline_from_toml_names_the_narrow_neck(tmp_path, caps
 
 
 def test_replay_reports_invalid_and_late_lines_with_line_numbers(tmp_path, capsys):
+    # c is older than the watermark (a's time) minus the shop's 7-day window and
+    # the 10 minutes of lateness: its attempt could have been expired already.
     events = [
         {"event_id": "a", "type": "visit", "occurred_at": at(60), "visitor_id": "p"},
         {"event_id": "b", "type": "visit", "visitor_id": "p"},
-        {"event_id": "c", "type": "visit", "occurred_at": at(0), "visitor_id": "q"},
+        {"event_id": "c", "type": "visit", "occurred_at": at(-8 * 24 * 60), "visitor_id": "q"},
         {"event_id": "a", "type": "visit", "occurred_at": at(60), "visitor_id": "p"},
     ]
     doc, err = replay(tmp_path, capsys, events, in_time_order=False)
     assert ":2: missing_field: required field `occurred_at` is missing" in err
-    assert ":3: late: " in err
+    assert ":3: late: " in err and "older than the watermark" in err
     assert doc["events"] == {"valid": 1, "invalid": 1, "duplicate": 1, "late": 1}
+
+
+def test_replay_counts_a_file_that_lists_one_types_history_before_anothers(tmp_path, capsys):
+    # Twelve days of visits first, then the signups of the same days: each type
+    # is a source of the watermark, so the signups are not late (as in the stream,
+    # where the signups topic holds the watermark back until it is read).
+    visits = [
+        {"event_id": f"v{d}", "type": "visit", "occurred_at": at(d * 1440), "visitor_id": f"p{d}"}
+        for d in range(12)
+    ]
+    signups = [
+        {"event_id": f"s{d}", "type": "signup", "occurred_at": at(d * 1440 + 5),
+         "visitor_id": f"p{d}", "user_id": f"u{d}"}
+        for d in range(12)
+    ]  # fmt: skip
+    doc, err = replay(tmp_path, capsys, visits + signups, in_time_order=False)
+    assert "late" not in err
+    assert doc["events"]["late"] == 0
+    assert [s["reached"] for s in funnel(doc, "shop")["steps"][:2]] == [12, 12]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,90 @@
+"""Which input sources exist and which have nothing unread (for the watermark).
+
+A source is an input topic-partition. The watermark of a counting partition is
+held back by every source with something still to deliver (core/watermark.py);
+a source with nothing unread by the worker group, an empty one included, does
+not hold it back. "Nothing unread" is asked of the broker: the group's
+committed offset has reached the end of the partition, or only transaction
+markers lie between them (a read_committed read of that range is empty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from stream.core.watermark import source_name
+
+log = logging.getLogger("stream.worker")
+
+MARKER_GAP = 4  # offsets between committed and end that may be only transaction markers
+
+
+class SourceCatalog:
+    """All input sources and the idle ones, refreshed by ``refresh`` (a timer)."""
+
+    def __init__(self, client_options: dict[str, Any], group_id: str, topics: list[str]) -> None:
+        self.client_options = client_options
+        self.group_id = group_id
+        self.topics = topics
+        self.sources: list[str] = []  # empty until the first refresh: hold every watermark
+        self.idle: set[str] = set()
+        self._consumer: Any = None
+
+    async def _client(self) -> Any:
+        if self._consumer is None:
+            from aiokafka import AIOKafkaConsumer
+
+            self._consumer = AIOKafkaConsumer(
+                **self.client_options,
+                isolation_level="read_committed",
+                enable_auto_commit=False,
+                group_id=self.group_id,  # only read (committed offsets); never joined
+            )
+            await self._consumer.start()
+        return self._consumer
+
+    async def refresh(self) -> None:
+        from aiokafka import TopicPartition
+
+        consumer = await self._client()
+        tps = []
+        for topic in self.topics:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps)
+        idle = set()
+        for tp in tps:
+            committed = await consumer.committed(tp) or 0
+            if await self._nothing_unread(consumer, tp, committed, ends[tp]):
+                idle.add(source_name(tp.topic, tp.partition))
+        self.sources = [source_name(tp.topic, tp.partition) for tp in tps]
+        self.idle = idle
+
+    async def _nothing_unread(self, consumer: Any, tp: Any, committed: int, end: int) -> bool:
+        if committed >= end:
+            return True
+        if end - committed > MARKER_GAP:
+            return False
+        consumer.assign([tp])
+        consumer.seek(tp, committed)
+        batches = await consumer.getmany(tp, timeout_ms=500, max_records=MARKER_GAP)
+        return not batches.get(tp)
+
+    async def run(self, interval: float) -> None:
+        """Refresh every ``interval`` seconds; a failed refresh keeps the last answer."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # noqa: BLE001 - the broker may be away for a while
+                log.warning("source catalog refresh failed", extra={"error": repr(exc)})
+            await asyncio.sleep(interval)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -1,0 +1,45 @@
+"""Commits are never starved by agents writing batches back to back, and never
+run while a batch is writing (worker/transactions.py CommitGate)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stream.worker.transactions import CommitGate
+
+
+def test_back_to_back_batches_of_three_agents_do_not_starve_the_committer() -> None:
+    async def main() -> tuple[int, list[str]]:
+        gate = CommitGate()
+        stop = asyncio.Event()
+        errors: list[str] = []
+        commits = 0
+
+        async def agent() -> None:
+            while not stop.is_set():
+                async with gate.batch():
+                    if gate.committing:
+                        errors.append("a batch wrote during a commit")
+                    await asyncio.sleep(0.003)  # awaiting its sends
+                    await asyncio.sleep(0)
+
+        async def committer() -> None:
+            nonlocal commits
+            while not stop.is_set():
+                await asyncio.sleep(0.01)  # the commit interval
+                async with gate.commit():
+                    if gate.writing:
+                        errors.append("a commit ran while a batch wrote")
+                    commits += 1
+                    await asyncio.sleep(0.002)
+
+        tasks = [asyncio.create_task(agent()) for _ in range(3)]
+        tasks.append(asyncio.create_task(committer()))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return commits, errors
+
+    commits, errors = asyncio.run(main())
+    assert errors == []
+    assert commits >= 20  # about one per interval (0.5 s / (10 ms + a batch)), none skipped
