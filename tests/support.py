@@ -177,6 +177,19 @@ class WorkerProcess:
         assert status == 200, body
         return parse_metrics(body.decode())
 
+    def kill(self) -> None:
+        """kill -9: no commit, no leaving the group (a crash)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MB."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None

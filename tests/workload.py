@@ -91,23 +91,34 @@ def workload(
     return arrival
 
 
-def oracle_docs(docs: list[dict], settings) -> dict[str, dict]:
-    """The oracle's period-view document of every funnel over all the events."""
+def oracle_docs(
+    docs: list[dict],
+    settings,
+    view: str = "period",
+    breakdown: str | None = None,
+    sources: list[str] | None = None,
+) -> dict[str, dict]:
+    """The oracle's document of every funnel over all the events (``window=all``).
+
+    ``sources[i]`` is the input source of ``docs[i]`` (see tests/oracle.py)."""
     events = [decode(orjson.dumps(d)) for d in docs]
-    oracle = oracle_counts(load_funnels(), events, settings.bucket, settings.lateness)
+    funnels = load_funnels()
+    oracle = oracle_counts(funnels, events, settings.bucket, settings.lateness, sources)
+    skip = "cohort" if view == "period" else "reached"
     out = {}
 
     def sums_of(funnel: str) -> dict:
         sums: dict = {}
         for (name, metric, step, _bucket, dim, value), c in oracle.items():
-            if name == funnel and metric != "cohort":
+            if name == funnel and metric != skip:
                 sums[(metric, step, dim, value)] = sums.get((metric, step, dim, value), 0) + c
         return sums
 
-    for f in load_funnels():
-        out[f.name] = summarise(
-            f, sums_of(f.name), "all", None, None, "period", None, sums_of("_spend")
-        )
+    for f in funnels:
+        if breakdown is None or breakdown in f.breakdowns:
+            out[f.name] = summarise(
+                f, sums_of(f.name), "all", None, None, view, breakdown, sums_of("_spend")
+            )
     return out
 
 

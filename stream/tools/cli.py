@@ -79,6 +79,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out=args.out,
         speed=args.speed,
         history=args.history,
+        history_rate=args.history_rate,
         leases=args.leases,
     )
 
@@ -324,6 +325,13 @@ def _add_demo_command(sub: Any) -> None:
         default=0.0,
         metavar="MINUTES",
         help="first send the traffic of the last MINUTES (trends and baselines start filled)",
+    )
+    demo.add_argument(
+        "--history-rate",
+        type=float,
+        default=None,
+        metavar="RATE",
+        help="events per second of the history (default --rate)",
     )
     demo.add_argument(
         "--leases",

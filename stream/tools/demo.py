@@ -121,6 +121,7 @@ class Traffic:
 
     seed: int = 1
     rate: float = 50.0  # events per second, roughly
+    history_rate: float | None = None  # the rate before ``drops_from`` (default: rate)
     start: float = field(default_factory=time.time)
     drops: list[Drop] = field(default_factory=list)
     day: float = 86400.0  # seconds in a simulated day (shorter = faster rhythm)
@@ -161,8 +162,8 @@ class Traffic:
 
     def due(self, now: float) -> list[dict[str, Any]]:
         """Spawn visitors up to ``now`` and return the events due by then, in time order."""
-        arrivals = self.rate / EVENTS_PER_VISITOR
         while self.clock < now:
+            arrivals = self._rate_at(self.clock) / EVENTS_PER_VISITOR
             self._spend(self.clock)
             step = min(1.0, now - self.clock)
             n = self._poisson(arrivals * step * rhythm(self.clock, self.day))
@@ -173,6 +174,10 @@ class Traffic:
         while self.queue and self.queue[0][0] <= now:
             out.append(heapq.heappop(self.queue)[2])
         return out
+
+    def _rate_at(self, ts: float) -> float:
+        live = self.drops_from is None or ts >= self.drops_from
+        return self.rate if live or self.history_rate is None else self.history_rate
 
     def _poisson(self, lam: float) -> int:
         if lam <= 0:
@@ -436,13 +441,15 @@ async def produce(
     speed: float = 1.0,
     history: float = 0.0,
     leases: str | None = None,
+    history_rate: float | None = None,
 ) -> int:
     """Send the simulation's events as they fall due; progress on stderr.
 
     With ``out``, every event sent is also appended to that file (JSON lines),
     so the same traffic can be replayed offline with `funnel replay`. With
     ``history`` (minutes), the traffic of that many minutes before now is sent
-    first, in time order, so trends and baselines have data from the start;
+    first, in time order, so trends and baselines have data from the start
+    (at ``history_rate`` events/s if given: a day at the live rate is millions);
     --drop minutes still count from the start of the live traffic.
 
     With ``leases`` (the worker's /api/tracking-numbers URL), live callers'
@@ -457,6 +464,7 @@ async def produce(
     traffic = Traffic(
         seed=seed,
         rate=rate,
+        history_rate=history_rate,
         drops=drops or [],
         day=day,
         speed=speed,

@@ -54,6 +54,22 @@ def replay(
     err: TextIO | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
+    engine, counts = run_engine(path, funnels, bucket, lateness, horizon, err, progress)
+    docs = documents(engine, funnels, start, end, view, breakdown)
+    return {"funnels": docs, "events": counts}
+
+
+def run_engine(
+    path: Path,
+    funnels: list[Funnel],
+    bucket: int,
+    lateness: float,
+    horizon: float,
+    err: TextIO | None = None,
+    progress: bool = True,
+) -> tuple[Engine, dict[str, int]]:
+    """The engine after every event of the file, and how many were valid, invalid,
+    duplicate and late."""
     err = err or sys.stderr
     engine = Engine(funnels, bucket=bucket, lateness=lateness)
     seen: dict[str, float] = {}
@@ -72,14 +88,25 @@ def replay(
         marks.deliver(result.type, result.ts)
         finished = {kind for kind, n in last.items() if n <= lineno}
         engine.advance(marks.advance(last, finished))
+    return engine, counts
+
+
+def documents(
+    engine: Engine,
+    funnels: list[Funnel],
+    start: str | None = None,
+    end: str | None = None,
+    view: str = "period",
+    breakdown: str | None = None,
+) -> list[dict[str, Any]]:
+    """The section-5 document of every funnel over [start, end) (RFC 3339; None: all)."""
     lo = parse_timestamp(start, "--from") if start else float("-inf")
     hi = parse_timestamp(end, "--to") if end else float("inf")
     spend = money.spend_in(lambda a, b: engine.sums("_spend", a, b), lo, hi)
-    docs = [
+    return [
         summarise(f, engine.sums(f.name, lo, hi, view), "all", start, end, view, breakdown, spend)
         for f in funnels
     ]
-    return {"funnels": docs, "events": counts}
 
 
 def apply(engine: Engine, seen: dict[str, float], horizon: float, event: Any) -> str:

@@ -21,6 +21,10 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+HISTORY_MINUTES = 24 * 60
+HISTORY_RATE = 2.0  # events per second of the day of history (about 170,000 events)
+
+
 def run_all(settings: Settings, rate: float) -> int:
     stack = Stack(settings)
     try:
@@ -51,7 +55,10 @@ def run_all(settings: Settings, rate: float) -> int:
         flush=True,
     )
     leases = f"{web}/api/tracking-numbers"
-    demo = subprocess.Popen([*base, "demo", "--rate", str(rate), "--leases", leases])
+    # A day of history first (at a lower rate: the worker imports it in a minute
+    # or two), so the page, the trend and the dashboards show a full day at once.
+    history = ["--history", str(HISTORY_MINUTES), "--history-rate", str(HISTORY_RATE)]
+    demo = subprocess.Popen([*base, "demo", "--rate", str(rate), *history, "--leases", leases])
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         while worker.poll() is None and demo.poll() is None:

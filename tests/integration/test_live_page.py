@@ -45,11 +45,8 @@ PAGE_ENV = {
     "FUNNEL_BUCKET": "10",
     "FUNNEL_ALERT_MIN_VOLUME": "20",  # the flag's volume guard, scaled to the test's traffic
     "FUNNEL_ALERT_DROP": "0.3",  # flag a step below 70 % of its baseline conversion
-    # The 20 minutes of history arrive at once and the worker reads its input
-    # topics side by side, each at its own pace in event time: visits (half the
-    # events) fall more than the default 10 minutes behind the carts, which
-    # would make them late (docs/guarantees.md: known limit of a backlog).
-    "FUNNEL_LATENESS": "1800",
+    # The 20 minutes of history arrive at once; the default lateness holds, since
+    # the watermark waits for the topic read slowest (docs/funnels.md, "Event time").
 }
 
 
