@@ -273,6 +273,7 @@ def consumer_families(
     commit_latency: list[float],
     rebalances: int,
     commit_gap: float = 0.0,
+    commit_max: float = 0.0,
 ) -> list[Metric]:
     """Faust's consumer figures for the partitions this worker owns now (no stale series)."""
     lag_family = GaugeMetricFamily(
@@ -298,7 +299,12 @@ def consumer_families(
         "(a transaction stays open that long; it must stay far below the transaction timeout).",
     )
     gap.add_metric([], commit_gap)
-    return [lag_family, latency, counter, gap]
+    longest = GaugeMetricFamily(
+        "funnel_commit_duration_max_seconds",
+        "The longest offset commit (transaction commit) of this worker since it started.",
+    )
+    longest.add_metric([], commit_max)
+    return [lag_family, latency, counter, gap, longest]
 
 
 def _top_reasons(got: Sums) -> list[tuple[str, int]]:

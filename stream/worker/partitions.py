@@ -164,6 +164,7 @@ def consumer_state(ctx: Context) -> dict:
         "commit_latency": list(monitor.commit_latency),
         "rebalances": app.rebalancing_count,
         "commit_gap": gate.longest_gap if gate is not None else 0.0,
+        "commit_max": gate.longest_commit if gate is not None else 0.0,
     }
 
 
