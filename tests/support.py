@@ -19,20 +19,23 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 
 # Ports of the test stack: away from the defaults so `make run` can stay up.
+# FUNNEL_TEST_PORT_OFFSET moves them all (and the run directory), so a second
+# suite can run beside the first on one machine.
+_OFFSET = int(os.environ.get("FUNNEL_TEST_PORT_OFFSET", "0"))
 TEST_ENV = {
-    "FUNNEL_RUN_DIR": str(REPO / ".run" / "test"),
-    "FUNNEL_KAFKA_PORT": "19092",
-    "FUNNEL_KAFKA_CONTROLLER_PORT": "19097",
-    "FUNNEL_KAFKA_SASL_PORT": "19094",
-    "FUNNEL_REDIS_PORT": "16379",
-    "FUNNEL_PROMETHEUS_PORT": "19090",
-    "FUNNEL_ALERTMANAGER_PORT": "19093",
+    "FUNNEL_RUN_DIR": str(REPO / ".run" / (f"test{_OFFSET}" if _OFFSET else "test")),
+    "FUNNEL_KAFKA_PORT": str(19092 + _OFFSET),
+    "FUNNEL_KAFKA_CONTROLLER_PORT": str(19097 + _OFFSET),
+    "FUNNEL_KAFKA_SASL_PORT": str(19094 + _OFFSET),
+    "FUNNEL_REDIS_PORT": str(16379 + _OFFSET),
+    "FUNNEL_PROMETHEUS_PORT": str(19090 + _OFFSET),
+    "FUNNEL_ALERTMANAGER_PORT": str(19093 + _OFFSET),
     "FUNNEL_SCRAPE_INTERVAL": "1s",
-    "FUNNEL_WEB_PORT": "16066",
+    "FUNNEL_WEB_PORT": str(16066 + _OFFSET),
     "FUNNEL_KAFKA_HEAP": "512m",
     "FUNNEL_SESSION_TIMEOUT": "6",
     # A test runs the webhook receiver here (tests/integration/test_alerts.py).
-    "FUNNEL_ALERT_WEBHOOK": "http://127.0.0.1:15001/alerts",
+    "FUNNEL_ALERT_WEBHOOK": f"http://127.0.0.1:{15001 + _OFFSET}/alerts",
 }
 
 

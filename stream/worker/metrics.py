@@ -100,6 +100,8 @@ def funnel_families(
     newest: dict[str, float],
     now: float,
     windows: dict[str, int],
+    journeys: dict[str, int] | None = None,
+    watermarks: dict[int, float] | None = None,
 ) -> list[Metric]:
     """The table-derived metric families, from summed counters (pure; no I/O).
 
@@ -168,7 +170,30 @@ def funnel_families(
     )
     for topic, ts in sorted(newest.items()):
         lag.add_metric([topic], max(0.0, now - ts))
-    return [reached, lost, reasons, ttc, *money_families, lag]
+    state = state_families(journeys or {}, watermarks or {})
+    return [reached, lost, reasons, ttc, *money_families, lag, *state]
+
+
+def state_families(journeys: dict[str, int], watermarks: dict[int, float]) -> list[Metric]:
+    """How much state the owned partitions hold, and how far their event time has come."""
+    held = GaugeMetricFamily(
+        "funnel_journeys",
+        "Entities whose journeys this worker holds (owned partitions), by funnel or ledger: "
+        "expiry behind the watermark keeps this bounded.",
+        labels=["funnel"],
+    )
+    for name, n in sorted(journeys.items()):
+        held.add_metric([name], n)
+    marks = GaugeMetricFamily(
+        "funnel_watermark_seconds",
+        "Event-time watermark of each owned partition of the events topic (Unix time): the "
+        "lowest newest event time over the input partitions still being read.",
+        labels=["partition"],
+    )
+    for partition, ts in sorted(watermarks.items()):
+        if ts != float("-inf"):
+            marks.add_metric([str(partition)], ts)
+    return [held, marks]
 
 
 CALL_KINDS = ("calls", "inbound", "outbound", "answered", "missed")

@@ -136,11 +136,17 @@ def funnel_state(ctx: Context) -> dict | None:
     """What the metrics collector exports, or None while not ready."""
     if not ready(ctx):
         return None
+    engines = {p: engine_for(ctx, p) for p in owned_partitions(ctx)}
+    journeys: Counter = Counter()
+    for engine in engines.values():
+        journeys.update({name: len(held) for name, held in engine.journeys.items()})
     return {
         "funnels": ctx.funnels,
         "sums": lambda *args: owned_sums(ctx, *args),
         "newest": dict(ctx.newest_event),
         "windows": ctx.settings.metric_window_seconds,
+        "journeys": dict(journeys),
+        "watermarks": {p: engine.watermark for p, engine in engines.items()},
     }
 
 

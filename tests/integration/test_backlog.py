@@ -229,3 +229,63 @@ async def dead_letters(settings, n: int) -> list[tuple[bytes, dict[str, str]]]:
         return out
     finally:
         await consumer.stop()
+
+
+SHORT_FUNNELS = """
+[[funnel]]
+name = "shop"
+entity = "visitor_id"
+window = "2m"
+breakdowns = ["channel"]
+steps = [
+  { name = "visit",  match = { type = "visit" } },
+  { name = "signup", match = { type = "signup" } },
+  { name = "cart",   match = { type = "cart", action = "add" } },
+]
+"""
+
+
+def test_journeys_expire_behind_the_watermark_once_the_backlog_is_read(stack, stack_env, tmp_path):
+    """State stays bounded: after a catch-up the watermark moves on and entities
+    two windows behind it are dropped, while their counts stay."""
+    funnels_file = tmp_path / "funnels.toml"
+    funnels_file.write_text(SHORT_FUNNELS)
+    env, settings = new_env(stack_env, FUNNEL_FUNNELS=str(funnels_file), FUNNEL_LATENESS="60")
+    now = time.time()
+    docs = traffic_between(Traffic(seed=9, rate=3.0, start=now - 40 * 60), now - 60)
+    visitors = {d["visitor_id"] for d in docs if d["type"] in ("visit", "signup", "cart")}
+    worker = WorkerProcess(env, free_port()).start()
+    try:
+        send_docs(settings, docs)  # 40 minutes of traffic at once: a backlog
+        wait_counted(worker, docs)
+        # Every source is read now: a few fresh visits (on every partition) move
+        # each partition's watermark past the backlog, and expiry runs behind it.
+        time.sleep(3 * settings.idle_check)
+        ticks = [
+            {
+                "event_id": f"tick-{i}",
+                "type": "visit",
+                "occurred_at": datetime.fromtimestamp(time.time(), tz=UTC).isoformat(),
+                "visitor_id": f"tick-{i}",
+            }
+            for i in range(20)
+        ]
+        send_docs(settings, ticks)
+        wait_counted(worker, docs + ticks)
+        recent = {
+            d["visitor_id"]
+            for d in docs
+            if d["type"] in ("visit", "signup", "cart") and ts_of(d) >= now - 10 * 60
+        }
+        metrics = worker.metrics()
+        held = metric_sum(metrics, "funnel_journeys", funnel="shop")
+        assert len(ticks) <= held <= len(recent) + len(ticks), (held, len(recent))
+        assert held < len(visitors) / 2, (held, len(visitors))
+        # Dropped journeys keep their counts: every visitor's visit is still counted.
+        shop = http_json(f"{worker.url}/api/funnels/shop?window=all")
+        attempts = shop["steps"][0]["reached"]
+        assert attempts >= len(visitors) + len(ticks)
+        assert metric_sum(metrics, "funnel_events_late_total") == 0
+        print(f"journeys held after the catch-up: {held:.0f} of {len(visitors)} visitors")
+    finally:
+        worker.stop()
