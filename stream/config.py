@@ -129,8 +129,10 @@ class Settings:
     # dropped (FUNNEL_RETENTION, default 35 days).
     retention: float = 35 * 86400.0
     # Seconds between checks of which input partitions have nothing unread
-    # (FUNNEL_IDLE_CHECK); those do not hold the watermark back.
+    # (FUNNEL_IDLE_CHECK); those that also got nothing new for FUNNEL_IDLE_TIMEOUT
+    # seconds do not hold the watermark back.
     idle_check: float = 2.0
+    idle_timeout: float = 10.0
     # Trailing windows of the funnel gauges on /metrics (FUNNEL_METRIC_WINDOWS).
     metric_windows: str = "5m,1h,24h"
     # FunnelDropOffSpike: a step's conversion over the short window (a metric
@@ -216,6 +218,7 @@ class Settings:
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),
             idle_check=_env_float("IDLE_CHECK", cls.idle_check),
+            idle_timeout=_env_float("IDLE_TIMEOUT", cls.idle_timeout),
             metric_windows=_env("METRIC_WINDOWS", cls.metric_windows),
             alert_short_window=_env("ALERT_SHORT_WINDOW", cls.alert_short_window),
             alert_long_window=_env("ALERT_LONG_WINDOW", cls.alert_long_window),

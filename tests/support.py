@@ -272,6 +272,45 @@ def offset_rows(settings, group: str) -> list[tuple[str, int, int | None, int, i
     return asyncio.run(run())
 
 
+def committed_to_the_end(settings, topic: str, rows) -> bool:
+    """Whether the group's committed offsets of ``topic`` leave nothing readable behind.
+
+    Only transaction markers may follow a committed offset (each transaction that
+    wrote to a partition ends with one; several end together at a commit), so a
+    committed offset short of the last stable offset is fine when a
+    read_committed read from it finds no record.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    behind = [(p, c, lso) for t, p, c, lso, _ in rows if t == topic and (c or 0) < lso]
+    if not behind:
+        return any(t == topic for t, *_ in rows)
+    if any(c is None for _, c, _ in behind):
+        return False
+
+    async def readable() -> bool:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            for p, c, _ in behind:
+                tp = TopicPartition(topic, p)
+                consumer.assign([tp])
+                consumer.seek(tp, c)
+                if (await consumer.getmany(tp, timeout_ms=1000)).get(tp):
+                    return True
+            return False
+        finally:
+            await consumer.stop()
+
+    return not asyncio.run(readable())
+
+
 def offsets_report(settings, group: str) -> str:
     """Debug aid for a failed exactness check: ``offset_rows`` as text."""
     try:

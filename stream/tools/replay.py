@@ -86,7 +86,7 @@ def run_engine(
         if outcome == "late":
             print(f"{path}:{lineno}: late: {late_message(engine, result)}", file=err)
         marks.deliver(result.type, result.ts)
-        finished = {kind for kind, n in last.items() if n <= lineno}
+        finished = {kind: 0 for kind, n in last.items() if n <= lineno}
         engine.advance(marks.advance(last, finished))
     return engine, counts
 

@@ -98,7 +98,10 @@ def build_context(app: faust.App, settings: Settings) -> Context:
         refetcher=Refetcher(client_options(settings), group_id=settings.app_id),
         reject_log=RejectLog(log),
         catalog=SourceCatalog(
-            client_options(settings), settings.app_id, list(settings.topics.values())
+            client_options(settings),
+            settings.app_id,
+            list(settings.topics.values()),
+            settings.idle_timeout,
         ),
         memory_store=settings.store.startswith("memory"),
     )

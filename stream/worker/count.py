@@ -8,9 +8,10 @@ dead-letter topic. It also keeps distinct events per type and event-time
 minute (core/event_counts.py), the event-level check of exactness.
 
 Marks (header ``mark``, sent by normalise) are not events: each moves its
-input source's mark for this partition; after the batch the partition's
-watermark is the lowest mark over the sources with something unread
-(core/watermark.py, worker/sources.py), and the engine expires behind it.
+input source's mark (event time and input offset) for this partition; after
+the batch the partition's watermark is the lowest mark over the sources still
+to be delivered here (core/watermark.py, worker/sources.py), and the engine
+expires behind it.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
     applied.tps[p] = msg.tp
     if header(msg, MARK_HEADER):
         mark = orjson.loads(msg.value)
-        if marks_for(ctx, p).deliver(mark["source"], mark["ts"]):
+        if marks_for(ctx, p).deliver(mark["source"], mark["ts"], mark["offset"]):
             applied.marked.add(p)
         return
     source = header(msg, SOURCE_HEADER) or "unknown"
@@ -137,7 +138,7 @@ def advance_watermark(ctx: Context, p: int) -> None:
     catalog = ctx.catalog
     if not catalog.sources:
         return  # which sources exist is not known yet: hold the watermark
-    watermark = marks_for(ctx, p).advance(catalog.sources, catalog.idle)
+    watermark = marks_for(ctx, p).advance(catalog.sources, catalog.read_to)
     engine_for(ctx, p).advance(watermark)
 
 
@@ -153,7 +154,7 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
     for p, tp in applied.tps.items():
         await persist_engine(ctx, p, tp)
         if p in applied.marked:
-            await write_state(app, tables.marks, tp, {f"{p}|sources": marks_for(ctx, p).marks})
+            await write_state(app, tables.marks, tp, {f"{p}|sources": marks_for(ctx, p).state()})
     for tp, offset in next_offsets.items():
         key = f"{tp.partition}|next"
         if tables.marks.data.get(key) != offset:

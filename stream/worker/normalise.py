@@ -24,7 +24,7 @@ import orjson
 from faust.types import TP
 
 from stream.core.events import Rejection, decode, entity_of
-from stream.core.watermark import source_name
+from stream.core.watermark import NONE, source_name
 from stream.worker.context import Context
 from stream.worker.dead_letters import MARK_HEADER, dead_letter_headers, source_headers
 from stream.worker.metrics import REJECTED
@@ -59,15 +59,15 @@ async def normalise_batch(
         out.append(outgoing)
         if ts is not None and ts > newest.get(msg.tp, float("-inf")):
             newest[msg.tp] = ts
-    marks = moved_marks(ctx, newest)
+    marks = {tp: max(ctx.sent_marks.get(tp, NONE), newest.get(tp, NONE)) for tp in next_offsets}
     async with commits_held(ctx.app):
         for source, topic, key, value, headers in out:
             await send_in_transaction(ctx.app, source, topic, key, value, headers)
-        await send_marks(ctx, marks)
+        await send_marks(ctx, marks, next_offsets)
         await mark_handled(ctx.app, holes)
         await ack_all(stream, batch)
     ctx.source_next.update(next_offsets)  # committed with this batch's transaction
-    ctx.sent_marks.update(marks)
+    ctx.sent_marks.update({tp: ts for tp, ts in marks.items() if ts != NONE})
     if ctx.settings.trace_offsets:
         trace_batch("normalise", batch)
 
@@ -91,17 +91,14 @@ async def route(
     return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg)), ev.ts
 
 
-def moved_marks(ctx: Context, newest: dict[TP, float]) -> dict[TP, float]:
-    """The input partitions whose newest event time moved past what was announced."""
-    sent = ctx.sent_marks
-    return {tp: ts for tp, ts in newest.items() if ts > sent.get(tp, float("-inf"))}
-
-
-async def send_marks(ctx: Context, marks: dict[TP, float]) -> None:
-    """Each moved mark to every counting partition, in its input partition's transaction."""
+async def send_marks(ctx: Context, marks: dict[TP, float], next_offsets: dict[TP, int]) -> None:
+    """Each input partition's mark (newest event time so far, next input offset) to
+    every counting partition, in that input partition's transaction: after its events."""
     topic = ctx.settings.events_topic
     for tp, ts in marks.items():
-        value = orjson.dumps({"source": source_name(tp.topic, tp.partition), "ts": ts})
+        source = source_name(tp.topic, tp.partition)
+        mark = {"source": source, "ts": None if ts == NONE else ts, "offset": next_offsets[tp]}
+        value = orjson.dumps(mark)
         for partition in range(ctx.settings.partitions):
             await send_in_transaction(
                 ctx.app, tp, topic, None, value, [(MARK_HEADER, b"1")], partition=partition

@@ -75,7 +75,7 @@ def load_engine(ctx: Context, p: int) -> Engine:
             counts.append((tuple(rest), value))
     mark = tables.marks.data.get(str(p))
     engine.restore(restored, counts, mark if mark is not None else float("-inf"))
-    ctx.marks[p] = SourceMarks(tables.marks.data.get(f"{p}|sources"), engine.watermark)
+    ctx.marks[p] = SourceMarks.from_state(tables.marks.data.get(f"{p}|sources"), engine.watermark)
     log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
     return engine
 

@@ -1,17 +1,29 @@
 """Which input sources exist and which have nothing unread (for the watermark).
 
 A source is an input topic-partition. The watermark of a counting partition is
-held back by every source with something still to deliver (core/watermark.py);
-a source with nothing unread by the worker group, an empty one included, does
-not hold it back. "Nothing unread" is asked of the broker: the group's
-committed offset has reached the end of the partition, or only transaction
-markers lie between them (a read_committed read of that range is empty).
+held back by every source with something still to deliver (core/watermark.py).
+"Nothing unread" is asked of the broker: the group's committed offset has
+reached the end of the partition, or only transaction markers lie between them
+(a read_committed read of that range is empty), and nothing was appended to
+it for the idle timeout. For those sources ``read_to`` holds the committed
+offset: a counting partition lets such a source go only once its marks have
+come up to that offset, i.e. once everything read from it has also arrived on
+that partition of the events topic.
+
+The timeout matters while a producer is still sending a backlog: a partition
+that the worker has momentarily read to its end gets more history a moment
+later; letting it go at once let the watermark run minutes ahead of it, and
+its next events were late (seen with a 2-minute funnel window). A source that
+is silent for the whole timeout and then sends events older than the
+watermark minus the window and the lateness gets them dead-lettered as late,
+as with Flink's idle sources.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from stream.core.watermark import source_name
@@ -24,12 +36,20 @@ MARKER_GAP = 4  # offsets between committed and end that may be only transaction
 class SourceCatalog:
     """All input sources and the idle ones, refreshed by ``refresh`` (a timer)."""
 
-    def __init__(self, client_options: dict[str, Any], group_id: str, topics: list[str]) -> None:
+    def __init__(
+        self,
+        client_options: dict[str, Any],
+        group_id: str,
+        topics: list[str],
+        idle_timeout: float = 10.0,
+    ) -> None:
         self.client_options = client_options
         self.group_id = group_id
         self.topics = topics
+        self.idle_timeout = idle_timeout
+        self._ends: dict[str, tuple[int, float]] = {}  # source -> (end offset, since when)
         self.sources: list[str] = []  # empty until the first refresh: hold every watermark
-        self.idle: set[str] = set()
+        self.read_to: dict[str, int] = {}  # source with nothing unread -> committed offset
         self._consumer: Any = None
 
     async def _client(self) -> Any:
@@ -57,13 +77,24 @@ class SourceCatalog:
                 partitions = consumer.partitions_for_topic(topic) or set()
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         ends = await consumer.end_offsets(tps)
-        idle = set()
+        read_to = {}
         for tp in tps:
+            source = source_name(tp.topic, tp.partition)
+            if not self._silent(source, ends[tp], time.monotonic()):
+                continue
             committed = await consumer.committed(tp) or 0
             if await self._nothing_unread(consumer, tp, committed, ends[tp]):
-                idle.add(source_name(tp.topic, tp.partition))
+                read_to[source] = committed
         self.sources = [source_name(tp.topic, tp.partition) for tp in tps]
-        self.idle = idle
+        self.read_to = read_to
+
+    def _silent(self, source: str, end: int, now: float) -> bool:
+        """Whether nothing was appended to the source for the idle timeout."""
+        last = self._ends.get(source)
+        if last is None or last[0] != end:
+            self._ends[source] = (end, now)
+            return self.idle_timeout <= 0
+        return now - last[1] >= self.idle_timeout
 
     async def _nothing_unread(self, consumer: Any, tp: Any, committed: int, end: int) -> bool:
         if committed >= end:
@@ -72,7 +103,7 @@ class SourceCatalog:
             return False
         consumer.assign([tp])
         consumer.seek(tp, committed)
-        batches = await consumer.getmany(tp, timeout_ms=500, max_records=MARKER_GAP)
+        batches = await consumer.getmany(tp, timeout_ms=1000, max_records=MARKER_GAP)
         return not batches.get(tp)
 
     async def run(self, interval: float) -> None:

@@ -16,6 +16,7 @@ from stream.tools.cli import main
 from stream.tools.replay import replay
 from tests.support import (
     WorkerProcess,
+    committed_to_the_end,
     free_port,
     http_get,
     http_json,
@@ -93,12 +94,14 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
         metrics = worker.metrics()
         assert metric_sum(metrics, "funnel_events_late_total") == 0
         assert metric_sum(metrics, "funnel_time_to_convert_seconds_count", funnel="shop") > 0
-        # An event an hour behind its partition's newest is late: counted per funnel.
+        # An event older than the watermark minus the shop's 7-day window and the
+        # lateness is late: counted per funnel (tests/integration/test_backlog.py
+        # checks its dead letter).
         late = {
             "event_id": "late-1",
             "type": "visit",
-            "occurred_at": datetime.fromtimestamp(time.time() - 3600, tz=UTC).isoformat(),
-            "visitor_id": "v1",  # v1's partition has seen recent events
+            "occurred_at": datetime.fromtimestamp(time.time() - 8 * 86400, tz=UTC).isoformat(),
+            "visitor_id": "v1",
         }
 
         async def send_late() -> None:
@@ -133,15 +136,11 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
                 wait_answer(url, wants[f.name], settings=settings)
 
         # Commits keep up: every funnel.events partition's committed offset reaches
-        # its end (but for the last transaction marker), so nothing counted above
-        # sits in a transaction that never commits.
+        # its end (but for transaction markers), so nothing counted above sits in a
+        # transaction that never commits.
         def caught_up() -> bool:
             rows = offset_rows(settings, settings.app_id)
-            return all(
-                c is not None and c >= lso - 1
-                for t, _, c, lso, _ in rows
-                if t == settings.events_topic
-            )
+            return committed_to_the_end(settings, settings.events_topic, rows)
 
         try:
             wait_for(caught_up, 20, "committed offsets at the end of funnel.events")

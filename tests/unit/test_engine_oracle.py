@@ -144,7 +144,7 @@ def run_engine(events, expire_every: int = 0, sources: list[str] | None = None) 
             seen.add(ev.event_id)
             engine.process(ev)
         marks.deliver(sources[i], ev.ts)
-        engine.advance(marks.advance(last, {src for src, j in last.items() if j <= i}))
+        engine.advance(marks.advance(last, {src: 0 for src, j in last.items() if j <= i}))
         if expire_every and (i + 1) % expire_every == 0:
             engine.expire()
     return engine

@@ -30,7 +30,7 @@ def visit(i: int, ts: float, visitor: str = "v") -> object:
 def test_a_source_that_delivered_nothing_holds_the_watermark_back() -> None:
     marks = SourceMarks()
     marks.deliver("shop.cart:0", T0 + DAY)
-    assert marks.advance(["shop.cart:0", "shop.visits:0"], idle=set()) == float("-inf")
+    assert marks.advance(["shop.cart:0", "shop.visits:0"], {}) == float("-inf")
 
 
 def test_the_watermark_is_the_lowest_mark_of_the_sources_still_read() -> None:
@@ -38,21 +38,32 @@ def test_the_watermark_is_the_lowest_mark_of_the_sources_still_read() -> None:
     marks.deliver("shop.cart:0", T0 + 10 * DAY)
     marks.deliver("shop.visits:0", T0 + DAY)
     sources = ["shop.cart:0", "shop.visits:0", "ads.spend:0"]
-    assert marks.advance(sources, idle={"ads.spend:0"}) == T0 + DAY  # empty spend: idle
+    assert marks.advance(sources, {"ads.spend:0": 0}) == T0 + DAY  # empty spend: done
 
 
-def test_an_idle_source_does_not_hold_it_back_and_it_never_moves_back() -> None:
+def test_a_done_source_does_not_hold_it_back_and_it_never_moves_back() -> None:
     marks = SourceMarks()
-    marks.deliver("a", T0 + 10 * DAY)
-    marks.deliver("b", T0 + DAY)
-    assert marks.advance(["a", "b"], idle={"b"}) == T0 + 10 * DAY
-    assert marks.advance(["a", "b"], idle=set()) == T0 + 10 * DAY  # b read again: no step back
-    assert not marks.deliver("a", T0)  # an older event does not move a mark
+    marks.deliver("a", T0 + 10 * DAY, offset=50)
+    marks.deliver("b", T0 + DAY, offset=7)
+    assert marks.advance(["a", "b"], {"b": 7}) == T0 + 10 * DAY
+    assert marks.advance(["a", "b"], {}) == T0 + 10 * DAY  # b read again: no step back
+    assert not marks.deliver("a", T0, offset=50)  # an older event does not move a mark
 
 
-def test_every_source_idle_gives_the_newest_mark() -> None:
-    marks = SourceMarks({"a": T0, "b": T0 + 5})
-    assert marks.advance(["a", "b"], idle={"a", "b"}) == T0 + 5
+def test_a_source_read_to_its_end_still_holds_back_until_its_events_arrived() -> None:
+    # The group has read b to offset 9, but this counting partition has b's mark
+    # only up to offset 7: b's events between may still be on their way here.
+    marks = SourceMarks()
+    marks.deliver("a", T0 + 10 * DAY, offset=50)
+    marks.deliver("b", T0 + DAY, offset=7)
+    assert marks.advance(["a", "b"], {"a": 50, "b": 9}) == T0 + DAY
+    marks.deliver("b", None, offset=9)  # a batch of b with no valid event still reports
+    assert marks.advance(["a", "b"], {"a": 50, "b": 9}) == T0 + 10 * DAY
+
+
+def test_every_source_done_gives_the_newest_mark() -> None:
+    marks = SourceMarks({"a": T0, "b": T0 + 5}, offsets={"a": 3, "b": 4})
+    assert marks.advance(["a", "b"], {"a": 3, "b": 4}) == T0 + 5
 
 
 def test_an_event_is_late_only_past_its_funnels_window_and_the_lateness() -> None:
