@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency bench-backlog k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench-scale: install
 ## make bench-peer: one and two workers vs the Quix Streams peer and the raw consumer, same run
 bench-peer: install
 	$(PY) -m bench.scale --events $(BENCH_EVENTS) --workers 1,2 --peer
+
+## make bench-backlog [BACKLOG_EVENTS=1000000]: days of all event types produced at once,
+## one worker: time, peak memory, longest commit gap, API == replay (dev stack)
+BACKLOG_EVENTS ?= 1000000
+bench-backlog: install
+	$(PY) -m bench.backlog --events $(BACKLOG_EVENTS)
 
 ## make bench-latency: produce -> visible in the API at 500, 1000, 5000 events/s (dev stack)
 bench-latency: install

@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -95,8 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--days", type=float, default=12)
     args = parser.parse_args(argv)
-    env = {**unique_env(dict(__import__("os").environ)), "FUNNEL_LOG_LEVEL": "warning"}
+    env = {**unique_env(dict(os.environ)), "FUNNEL_LOG_LEVEL": "warning"}
     settings = settings_for(env)
+    env["FUNNEL_RUN_DIR"] = str(settings.run_dir)  # where the worker's log goes
+    up = subprocess.run([sys.executable, "-m", "stream", "stack", "up"], env=env)
+    if up.returncode != 0:
+        return up.returncode
     asyncio.run(Stack(settings).create_topics())
     docs = backlog(args.events, args.days)
     asyncio.run(produce(settings, docs))

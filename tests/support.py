@@ -106,6 +106,17 @@ def metric_sum(metrics: dict[str, float], name: str, **labels: str) -> float:
     return total
 
 
+def watermarks_at_least(worker, settings, ts: float) -> bool:
+    """Whether every partition of the events topic has a watermark of ``ts`` or later
+    on ``worker`` (which owns them all): until then nothing is late."""
+    metrics = worker.metrics()
+    got = [
+        metric_sum(metrics, "funnel_watermark_seconds", partition=str(p))
+        for p in range(settings.partitions)
+    ]
+    return all(mark >= ts for mark in got)
+
+
 def unique_env(base: dict[str, str], **extra: str) -> dict[str, str]:
     """Environment for one test's worker: its own topics and consumer group."""
     tag = uuid.uuid4().hex[:8]

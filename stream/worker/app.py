@@ -147,7 +147,7 @@ def add_agents(app: faust.App, ctx: Context) -> None:
 
     @app.task
     async def watch_sources() -> None:
-        await ctx.catalog.run(settings.idle_check)
+        await ctx.catalog.run(settings.idle_check, lambda: count.advance_loaded(ctx))
 
     @app.agent(events)
     @stop_worker_on_error(app, "count")

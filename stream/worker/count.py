@@ -142,6 +142,15 @@ def advance_watermark(ctx: Context, p: int) -> None:
     engine_for(ctx, p).advance(watermark)
 
 
+def advance_loaded(ctx: Context) -> None:
+    """After a source check: move the watermarks of the loaded engines, so a source
+    that went idle lets them go without waiting for the next batch. (What moved is
+    written with the partition's next batch; a restart from the older watermark
+    only judges lateness more leniently.)"""
+    for p in list(ctx.engines):
+        advance_watermark(ctx, p)
+
+
 async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int]) -> None:
     """Every state change of the batch into its partitions' open transactions."""
     app, tables = ctx.app, ctx.tables

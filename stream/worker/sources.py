@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stream.core.watermark import source_name
@@ -106,13 +107,17 @@ class SourceCatalog:
         batches = await consumer.getmany(tp, timeout_ms=1000, max_records=MARKER_GAP)
         return not batches.get(tp)
 
-    async def run(self, interval: float) -> None:
-        """Refresh every ``interval`` seconds; a failed refresh keeps the last answer."""
+    async def run(self, interval: float, refreshed: Callable[[], None] | None = None) -> None:
+        """Refresh every ``interval`` seconds, then call ``refreshed``; a failed
+        refresh keeps the last answer."""
         while True:
             try:
                 await self.refresh()
             except Exception as exc:  # noqa: BLE001 - the broker may be away for a while
                 log.warning("source catalog refresh failed", extra={"error": repr(exc)})
+            else:
+                if refreshed is not None:
+                    refreshed()
             await asyncio.sleep(interval)
 
     async def close(self) -> None:

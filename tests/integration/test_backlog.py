@@ -27,6 +27,7 @@ from tests.support import (
     settings_for,
     unique_env,
     wait_for,
+    watermarks_at_least,
 )
 from tests.workload import events_per_minute, oracle_docs, send_docs, total, wait_answer
 
@@ -193,6 +194,11 @@ def test_a_truly_late_event_is_dead_lettered_and_counted_per_funnel(stack, stack
     try:
         send_docs(settings, docs)
         wait_counted(worker, docs)
+        wait_for(
+            lambda: watermarks_at_least(worker, settings, now - 2 * HOUR),
+            settings.idle_timeout + 30,
+            "every partition's watermark past the backlog",
+        )
         shop_window = next(f.window for f in load_funnels() if f.name == "shop")
         late = {
             "event_id": "truly-late-1",

@@ -26,6 +26,7 @@ from tests.support import (
     settings_for,
     unique_env,
     wait_for,
+    watermarks_at_least,
 )
 from tests.workload import n_dup, oracle_docs, send_docs, wait_answer, workload
 
@@ -108,6 +109,13 @@ def test_api_replay_and_oracle_agree_on_the_same_events(stack, stack_env, tmp_pa
             async with FunnelProducer(settings) as producer:
                 await producer.send(late)
 
+        # Late is judged against the watermark: wait until the idle sources (here the
+        # empty ads.spend) let it move up to the workload's event time.
+        wait_for(
+            lambda: watermarks_at_least(worker, settings, time.time() - 3600),
+            settings.idle_timeout + 30,
+            "every partition's watermark within the last hour",
+        )
         asyncio.run(send_late())
         wait_for(
             lambda: metric_sum(worker.metrics(), "funnel_events_late_total", funnel="shop") == 1,
