@@ -33,6 +33,7 @@ from stream.core.events import Rejection, decode
 from stream.worker.context import Context
 from stream.worker.dead_letters import MARK_HEADER, SOURCE_HEADER, header, late_headers
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
+from stream.worker.normalise import BATCH_SIZE, BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.partitions import engine_for, marks_for, owned_partitions
 from stream.worker.supervision import unless_revoked
@@ -41,8 +42,6 @@ from stream.worker.transactions import ack_all, commits_held, send_in_transactio
 
 log = logging.getLogger("stream.worker")
 
-BATCH_SIZE = 1000
-BATCH_WITHIN = 0.2
 PURGE_EVERY_S = 60.0
 
 
