@@ -32,14 +32,25 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from stream.core.compaction import carry_after, settled_cut
 from stream.core.funnels import Funnel
+from stream.core.journeys import (
+    UNKNOWN,
+    Carry,
+    Item,
+    Journey,
+    attribution,
+    call_state,
+    orders,
+    pipeline_attempts,
+    sequence_attempts,
+)
 
 Key = tuple[str, str, int, int, str, str]
-UNKNOWN = "unknown"
 OTHER = "other"
 # Distinct raw values kept per breakdown dimension before new ones become
 # `other` at ingest (top-N by count is applied when reading).
@@ -74,6 +85,20 @@ SPEND = Funnel(
 )
 LEDGERS = (CALLS, SPEND)
 LEDGER_TYPES = {"calls": "call", "spend": "spend"}  # ledger mode -> the events it counts
+# A journey longer than this many events drops its settled ones (core/compaction.py).
+COMPACT_AT = 64
+
+EntityItem = tuple[str, str, Item]  # (funnel, entity, event)
+
+
+@dataclass
+class Changes:
+    """What changed since the caller last persisted (``Engine.take_changes``)."""
+
+    journeys: dict[tuple[str, str], Journey | None]  # None: the entity was dropped
+    added: list[EntityItem]  # events now held (not dropped again since)
+    dropped: list[EntityItem]  # events no longer held (compacted, or their entity expired)
+    counters: dict[Key, int]
 
 
 def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_BOUNDS) -> str:
@@ -93,160 +118,6 @@ def day_start(day: str) -> float:
     return datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp()
 
 
-@dataclass(order=True)
-class Item:
-    ts: float
-    event_id: str
-    event: Any = field(compare=False)
-    # The event as the journeys table stores it, kept once made: a journey is
-    # written whole on every change, and re-encoding its items dominated that.
-    stored: str | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass
-class Journey:
-    items: list[Item] = field(default_factory=list)
-    contributions: Counter = field(default_factory=Counter)
-    newest: float = 0.0
-
-
-def attribution(event: Any, dims: Iterable[str]) -> dict[str, str]:
-    return {d: (getattr(event, d, None) or UNKNOWN) for d in dims}
-
-
-def sequence_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
-    """Attempts of one entity from its events in time order (section 4, sequence)."""
-    attempts: list[dict[str, Any]] = []
-    current: dict[str, Any] | None = None
-    steps = funnel.steps
-    last = len(steps) - 1
-    for item in items:
-        ev = item.event
-        if current is not None:
-            open_ = item.ts <= current["t0"] + funnel.window and current["level"] < last
-            if open_:
-                nxt = current["level"] + 1
-                if steps[nxt].matches(ev) and item.ts >= current["times"][-1]:
-                    current["level"] = nxt
-                    current["times"].append(item.ts)
-                continue
-            current = None
-        if steps[0].matches(ev):
-            current = {
-                "t0": item.ts,
-                "level": 0,
-                "times": [item.ts],
-                "attr": attribution(ev, funnel.breakdowns),
-            }
-            attempts.append(current)
-    return attempts
-
-
-def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
-    """One deal's paths through the pipeline stages (section 4, pipeline).
-
-    A deal is a lead at its first event; events after its window (from the
-    lead) make it a lead again, as a re-opened deal, so old deals need no state.
-    """
-    stages = {name: i for i, name in enumerate(funnel.stages)}
-    last = len(funnel.stages) - 1
-    attempts: list[dict[str, Any]] = []
-    deal: dict[str, Any] | None = None
-    for item in items:
-        ev = item.event
-        if ev.type == "call":
-            # Calls of the deal (keyed with it): the first answered one after the
-            # lead, within its window, gives the lead response time.
-            if (
-                deal is not None
-                and ev.answered
-                and deal["first_answer"] is None
-                and item.ts <= deal["t0"] + funnel.window
-            ):
-                deal["first_answer"] = item.ts
-            continue
-        if deal is None or item.ts > deal["t0"] + funnel.window:
-            deal = {
-                "t0": item.ts,
-                "times": [item.ts],  # reached times by stage index; lead = index 0
-                "position": 0,
-                "skipped": [],
-                "moved_back": [],
-                "lost": None,
-                "unmatched": 0,
-                "attr": attribution(ev, funnel.breakdowns),
-                "amount": None,  # (amount, currency): the newest one known
-                "won_at": None,
-                "first_answer": None,
-            }
-            attempts.append(deal)
-        elif deal["lost"] is not None or len(deal["times"]) - 1 == last:
-            continue  # closed (lost or won) within its window
-        if ev.amount is not None:
-            deal["amount"] = (ev.amount, ev.currency or funnel.currency)
-        if ev.status == "won":
-            target = last
-        elif ev.stage in stages:
-            target = stages[ev.stage]
-        else:
-            deal["unmatched"] += 1
-            target = None
-        if target is not None:
-            reached = len(deal["times"]) - 1
-            if target > reached:
-                deal["skipped"] += list(range(reached + 1, target))
-                deal["times"] += [item.ts] * (target - reached)
-            elif target < deal["position"]:
-                deal["moved_back"].append(deal["position"])
-            deal["position"] = target
-        if ev.status == "lost":
-            deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, item.ts)
-        elif len(deal["times"]) - 1 == last:
-            deal["won_at"] = item.ts
-    return attempts
-
-
-def orders(funnel: Funnel, items: list[Item]) -> list[tuple[int, Item, float]]:
-    """A sequence funnel's last-step events (purchases), once per order_id, each
-    with its number among the entity's orders and when its journey began.
-
-    A journey ends after more than the funnel's window without an event (the
-    engine forgets the entity then), so a customer who comes back later starts
-    again at order 0 and with a new first touch.
-    """
-    last = funnel.steps[-1]
-    seen: set[str] = set()
-    out = []
-    began = prev = float("-inf")
-    k = 0
-    for item in items:
-        if item.ts - prev > funnel.window:
-            began, k = item.ts, 0
-            seen.clear()
-        prev = item.ts
-        if not last.matches(item.event):
-            continue
-        order_id = getattr(item.event, "order_id", None)
-        if order_id is not None:
-            if order_id in seen:
-                continue
-            seen.add(order_id)
-        out.append((k, item, began))
-        k += 1
-    return out
-
-
-def call_state(items: list[Item]) -> dict[str, Any]:
-    """One call from its events in time order: later non-empty fields win."""
-    merged: dict[str, Any] = {}
-    for item in items:
-        for name in item.event.__struct_fields__:
-            value = getattr(item.event, name)
-            if value is not None:
-                merged[name] = value
-    return merged
-
-
 class Engine:
     """Exact funnel counters for one stream partition (or one offline replay)."""
 
@@ -256,11 +127,13 @@ class Engine:
         bucket: int = 60,
         lateness: float = 600.0,
         retention: float = RETENTION,
+        compact_at: int = COMPACT_AT,
     ) -> None:
         self.funnels = [*funnels, *LEDGERS]
         self.bucket = bucket
         self.lateness = lateness
         self.retention = retention
+        self.compact_at = compact_at
         self.counters: Counter[Key] = Counter()
         self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
         self.seen_values: dict[tuple[str, str], set[str]] = {}
@@ -275,6 +148,8 @@ class Engine:
         # What changed since the caller last persisted (see ``take_changes``).
         self.dirty_journeys: set[tuple[str, str]] = set()
         self.dirty_counters: set[Key] = set()
+        self.added: list[EntityItem] = []
+        self.dropped: list[EntityItem] = []
 
     def bucket_of(self, ts: float) -> int:
         return int(ts // self.bucket) * self.bucket
@@ -325,11 +200,32 @@ class Engine:
             journey = journeys.get(entity)
             if journey is None:
                 journey = journeys[entity] = Journey()
-            bisect.insort(journey.items, Item(ts, event.event_id, event))
+            item = Item(ts, event.event_id, event)
+            bisect.insort(journey.items, item)
+            self.added.append((funnel.name, entity, item))
             journey.newest = max(journey.newest, ts)
             self._recompute(funnel, journey)
+            if len(journey.items) > self.compact_at:
+                self._compact(funnel, entity, journey)
             self.dirty_journeys.add((funnel.name, entity))
         return True
+
+    def _compact(self, funnel: Funnel, entity: str, journey: Journey) -> None:
+        """Drop the journey's settled events (at most once per bucket of watermark)."""
+        before = self.late_before(funnel)
+        if before < journey.checked + self.bucket and funnel.mode != "spend":
+            return
+        journey.checked = before
+        cut = settled_cut(funnel, journey.items, before)
+        if cut <= 0:
+            return
+        dropped, journey.items = journey.items[:cut], journey.items[cut:]
+        journey.carry = carry_after(funnel, dropped, journey.carry)
+        # What the dropped events count stays in the counters; the journey now
+        # answers only for what its kept events count.
+        kept = self._contributions(funnel, journey.items, journey.carry)
+        journey.contributions = self._shared(kept)
+        self.dropped.extend((funnel.name, entity, item) for item in dropped)
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
         if funnel.mode in LEDGER_TYPES:
@@ -345,7 +241,7 @@ class Engine:
         return any(step.matches(event) for step in funnel.steps)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
-        new = self._contributions(funnel, journey.items)
+        new = self._contributions(funnel, journey.items, journey.carry)
         old = journey.contributions
         horizon = self.retained_after()
         for key in old.keys() | new.keys():
@@ -374,7 +270,9 @@ class Engine:
         """The total plus one (dimension, capped value) per breakdown."""
         return [("", "")] + [(d, self._value(funnel, d, v)) for d, v in attr.items()]
 
-    def _contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
+    def _contributions(
+        self, funnel: Funnel, items: list[Item], carry: Carry | None = None
+    ) -> Counter[Key]:
         if funnel.mode == "calls":
             return self._call_contributions(funnel, items)
         if funnel.mode == "spend":
@@ -384,7 +282,7 @@ class Engine:
         b = self.bucket_of
         if funnel.mode == "sequence":
             attempts = sequence_attempts(funnel, items)
-            self._order_contributions(funnel, items, attempts, out)
+            self._order_contributions(funnel, items, attempts, carry, out)
         else:
             attempts = pipeline_attempts(funnel, items)
         for attempt in attempts:
@@ -415,21 +313,31 @@ class Engine:
         return out
 
     def _order_contributions(
-        self, funnel: Funnel, items: list[Item], attempts: list[dict], out: Counter[Key]
+        self,
+        funnel: Funnel,
+        items: list[Item],
+        attempts: list[dict],
+        carry: Carry | None,
+        out: Counter[Key],
     ) -> None:
         """Orders, revenue, customers and repeat purchases of one entity.
 
         An order belongs to the entity's latest attempt opened at or before it
         (its first-touch attribution); the entity's first order makes it a
         customer, its second a repeat customer (within the journey's lifetime).
+        Attempts whose events were dropped are carried: their latest one is the
+        latest opened before every kept event.
         """
         name, last = funnel.name, len(funnel.steps) - 1
         starts = [a["t0"] for a in attempts]
-        for k, item, began in orders(funnel, items):
+        dropped_t0 = carry.t0 if carry is not None else None
+        for k, item, began in orders(funnel, items, carry)[0]:
             ev = item.event
             i = bisect.bisect_right(starts, item.ts) - 1
             if i >= 0 and starts[i] >= began:
                 attr = attempts[i]["attr"]
+            elif i < 0 and dropped_t0 is not None and dropped_t0 >= began:
+                attr = carry.attr
             else:  # no visit in this journey before the order: its own attribution
                 attr = attribution(ev, funnel.breakdowns)
             at = self.bucket_of(item.ts)
@@ -523,18 +431,22 @@ class Engine:
             journeys = self.journeys[funnel.name]
             old = [e for e, j in journeys.items() if j.newest < horizon]
             for entity in old:
-                del journeys[entity]
+                gone = journeys.pop(entity)
+                self.dropped.extend((funnel.name, entity, item) for item in gone.items)
                 self.dirty_journeys.add((funnel.name, entity))
             dropped += len(old)
         return dropped
 
-    def take_changes(self) -> tuple[dict[tuple[str, str], Journey | None], dict[Key, int]]:
-        """Journeys (None = dropped) and counter values changed since the last call."""
+    def take_changes(self) -> Changes:
+        """Journeys, their events and counter values changed since the last call."""
         journeys = {(f, e): self.journeys[f].get(e) for f, e in self.dirty_journeys}
         counters = {k: self.counters.get(k, 0) for k in self.dirty_counters}
-        self.dirty_journeys.clear()
-        self.dirty_counters.clear()
-        return journeys, counters
+        gone = {id(item) for _, _, item in self.dropped}
+        added = [x for x in self.added if id(x[2]) not in gone]
+        changes = Changes(journeys, added, self.dropped, counters)
+        self.dirty_journeys, self.dirty_counters = set(), set()
+        self.added, self.dropped = [], []
+        return changes
 
     def restore(
         self,

@@ -3,20 +3,33 @@
 Every key is a JSON array string that starts with the events-topic partition,
 so a key is written from one partition only (DESIGN.md section 7) and readers
 can keep to the partitions they own.
+
+A journey is stored as one record per event it holds, ``[p, funnel, entity,
+ts, event_id] -> event``, and one small record of the rest, ``[p, funnel,
+entity] -> {contrib, newest, carry}``: a change writes only what changed, and
+no record grows with an entity's activity (one journey record of a busy
+visitor outgrew Kafka's 1 MB message limit and stopped a worker).
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from stream.core.engine import Item, Journey, Key
+from stream.core.engine import Changes, Key
 from stream.core.events import decode, encode
+from stream.core.journeys import Carry, Item, Journey
 
 
 def journey_key(partition: int, funnel: str, entity: str) -> str:
     return orjson.dumps([partition, funnel, entity]).decode()
+
+
+def item_key(partition: int, funnel: str, entity: str, item: Item) -> str:
+    return orjson.dumps([partition, funnel, entity, item.ts, item.event_id]).decode()
 
 
 def counter_key(partition: int, key: Key) -> str:
@@ -27,27 +40,68 @@ def parse_key(text: str) -> list[Any]:
     return orjson.loads(text)
 
 
-def _stored(item: Item) -> str:
+def dump_item(item: Item) -> str:
+    """The event as stored (kept once made: an event may be written again after a rebalance)."""
     if item.stored is None:
         item.stored = encode(item.event).decode()
     return item.stored
 
 
 def dump_journey(journey: Journey) -> dict[str, Any]:
+    """Everything but the events."""
+    carry = journey.carry
     return {
-        "items": [[i.ts, i.event_id, _stored(i)] for i in journey.items],
         # (key tuple, n) pairs: orjson writes them as [[...], n] without a Python copy.
         "contrib": list(journey.contributions.items()),
         "newest": journey.newest,
+        "carry": None if carry is None else {**vars(carry), "seen": sorted(carry.seen)},
     }
 
 
-def load_journey(value: dict[str, Any]) -> Journey:
-    from collections import Counter
+def journey_records(partition: int, changes: Changes) -> dict[str, Any]:
+    """The journeys table's records for an engine's changes (None: delete the key)."""
+    p = partition
+    records: dict[str, Any] = {
+        item_key(p, f, e, item): dump_item(item) for f, e, item in changes.added
+    }
+    records.update((item_key(p, f, e, item), None) for f, e, item in changes.dropped)
+    for (f, e), journey in changes.journeys.items():
+        records[journey_key(p, f, e)] = None if journey is None else dump_journey(journey)
+    return records
 
-    items = []
-    for ts, event_id, raw in value["items"]:
-        event = decode(raw.encode(), now=float("inf"))
-        items.append(Item(ts, event_id, event, raw))
-    contributions = Counter({tuple(k): n for k, n in value["contrib"]})
-    return Journey(items=items, contributions=contributions, newest=value["newest"])
+
+def load_journey(value: dict[str, Any], items: Iterable[tuple[float, str, str]] = ()) -> Journey:
+    """A journey from its record and its events' ``(ts, event_id, stored event)``."""
+    loaded = [
+        Item(ts, event_id, decode(raw.encode(), now=float("inf")), raw)
+        for ts, event_id, raw in items
+    ]
+    loaded.sort()
+    carry = value.get("carry")
+    return Journey(
+        items=loaded,
+        contributions=Counter({tuple(k): n for k, n in value["contrib"]}),
+        newest=value["newest"],
+        carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
+    )
+
+
+def load_journeys(
+    records: Iterable[tuple[list[Any], Any]],
+) -> tuple[list[tuple[str, str, Journey]], int]:
+    """Journeys from their records (parsed key, value) of one partition, and how many
+    event records had no journey record (none expected: both are written together)."""
+    heads: dict[tuple[str, str], dict] = {}
+    events: defaultdict[tuple[str, str], list] = defaultdict(list)
+    for key, value in records:
+        if value is None:
+            continue
+        if len(key) == 3:
+            heads[(key[1], key[2])] = value
+        else:
+            events[(key[1], key[2])].append((key[3], key[4], value))
+    orphans = sum(len(v) for k, v in events.items() if k not in heads)
+    journeys = [
+        (f, e, load_journey(head, events.get((f, e), ()))) for (f, e), head in heads.items()
+    ]
+    return journeys, orphans

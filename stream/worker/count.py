@@ -181,13 +181,10 @@ async def persist_engine(ctx: Context, p: int, tp: TP) -> None:
     app, tables = ctx.app, ctx.tables
     engine = engine_for(ctx, p)
     engine.expire()
-    changed_journeys, changed_counters = engine.take_changes()
-    journeys = {
-        state.journey_key(p, f, e): None if j is None else state.dump_journey(j)
-        for (f, e), j in changed_journeys.items()
-    }
+    changes = engine.take_changes()
+    journeys = state.journey_records(p, changes)
     await write_state(app, tables.journeys, tp, journeys, keep=not ctx.memory_store)
-    counters = {state.counter_key(p, k): (n or None) for k, n in changed_counters.items()}
+    counters = {state.counter_key(p, k): (n or None) for k, n in changes.counters.items()}
     await write_state(app, tables.counters, tp, counters)
     if tables.marks.data.get(str(p)) != engine.watermark and engine.watermark > float("-inf"):
         await write_state(app, tables.marks, tp, {str(p): engine.watermark})

@@ -58,12 +58,17 @@ def load_engine(ctx: Context, p: int) -> Engine:
         lateness=settings.lateness,
         retention=settings.retention,
     )
-    restored, loaded_keys = [], []
+    records, loaded_keys = [], []
     for key, value in list(tables.journeys.data.items()):
-        part, funnel_name, entity = state.parse_key(key)
-        if part == p and value is not None:
-            restored.append((funnel_name, entity, state.load_journey(value)))
+        parsed = state.parse_key(key)
+        if parsed[0] == p:
+            records.append((parsed, value))
             loaded_keys.append(key)
+    restored, orphans = state.load_journeys(records)
+    if orphans:
+        log.warning(
+            "journey events without their journey", extra={"partition": p, "events": orphans}
+        )
     if ctx.memory_store:
         # The engine holds the journeys now (a journey held twice was a third of
         # a worker's memory); every rebalance replays the changelogs anyway.

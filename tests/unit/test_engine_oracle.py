@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.core.engine import Engine
+from stream.core.engine import COMPACT_AT, Engine
 from stream.core.events import decode
 from stream.core.funnels import parse_funnels
 from stream.core.summary import summarise
@@ -128,13 +128,16 @@ def generate(seed: int, n: int, dup_rate: float, late_rate: float):
     return out
 
 
-def run_engine(events, expire_every: int = 0, sources: list[str] | None = None) -> Engine:
+def run_engine(
+    events, expire_every: int = 0, sources: list[str] | None = None, compact_at: int = COMPACT_AT
+) -> Engine:
     """The engine as the worker drives it: de-dup, process, then the watermark moves.
 
     ``sources[i]`` is event i's input source (default one); as in the stream, a
     source holds the watermark back until it has delivered its last event.
+    ``compact_at=1`` drops settled events as soon as a journey holds two.
     """
-    engine = Engine(FUNNELS, bucket=BUCKET, lateness=LATENESS)
+    engine = Engine(FUNNELS, bucket=BUCKET, lateness=LATENESS, compact_at=compact_at)
     sources = sources or ["all"] * len(events)
     last = {src: i for i, src in enumerate(sources)}
     marks = SourceMarks()
@@ -157,10 +160,11 @@ def run_engine(events, expire_every: int = 0, sources: list[str] | None = None) 
     dup_rate=st.sampled_from([0.0, 0.1, 0.3]),
     late_rate=st.sampled_from([0.0, 0.05]),
     expire_every=st.sampled_from([0, 1, 7]),
+    compact_at=st.sampled_from([COMPACT_AT, 1]),
 )
-def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every):
+def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every, compact_at):
     events = generate(seed, n, dup_rate, late_rate)
-    engine = run_engine(events, expire_every)
+    engine = run_engine(events, expire_every, compact_at=compact_at)
     expected = oracle_counts(FUNNELS, events, BUCKET, LATENESS)
     assert Counter(engine.counters) == +expected
     _, late = accepted_events(events, LATENESS, FUNNELS)
@@ -240,12 +244,15 @@ def per_source_log(seed: int, n: int, skew_days: float) -> tuple[list, list[str]
     n=st.integers(1, 150),
     skew_days=st.sampled_from([0.0, 0.5, 3.0]),
     expire_every=st.sampled_from([0, 1, 5]),
+    compact_at=st.sampled_from([COMPACT_AT, 1]),
 )
-def test_interleaved_sources_with_skew_count_like_the_sorted_log(seed, n, skew_days, expire_every):
+def test_interleaved_sources_with_skew_count_like_the_sorted_log(
+    seed, n, skew_days, expire_every, compact_at
+):
     """However far one source is read ahead of another, nothing is late and the
     counts equal the oracle's over the same events in time order."""
     events, sources = per_source_log(seed, n, skew_days)
-    engine = run_engine(events, expire_every, sources)
+    engine = run_engine(events, expire_every, sources, compact_at)
     assert sum(engine.late.values()) == 0
     in_order = sorted(events, key=lambda e: (e.ts, e.event_id))
     expected = oracle_counts(FUNNELS, in_order, BUCKET, LATENESS)

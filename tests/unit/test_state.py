@@ -1,4 +1,5 @@
-"""Engine state through the table encoding: a restored engine continues exactly."""
+"""Engine state through the table encoding: a restored engine continues exactly,
+and no record grows with an entity's activity."""
 
 from __future__ import annotations
 
@@ -10,66 +11,90 @@ from stream.core import state
 from stream.core.engine import Engine
 from stream.core.events import encode
 from stream.core.funnels import load_funnels
-from tests.unit.test_engine_oracle import make_event, to_event
+from tests.unit.test_engine_oracle import FUNNELS, make_event, to_event
 
 T0 = 1795460000.0
 
 
-def events(n: int, seed: int) -> list:
-    """The engine oracle test's generated events, 7 s apart."""
+def events(n: int, seed: int, spacing: float = 7.0) -> list:
+    """The engine oracle test's generated events, ``spacing`` seconds apart."""
     rng = random.Random(seed)
-    return [to_event(make_event(i, rng, T0 + i * 7), T0 + i * 7) for i in range(n)]
+    return [to_event(make_event(i, rng, T0 + i * spacing), T0 + i * spacing) for i in range(n)]
 
 
-def persisted(engine: Engine, p: int = 0) -> tuple[dict, dict]:
-    """What the worker writes to the journeys and counters tables (JSON round trip)."""
-    journeys, counters = {}, {}
-    for funnel, by_entity in engine.journeys.items():
-        for entity, journey in by_entity.items():
-            value = orjson.loads(orjson.dumps(state.dump_journey(journey)))
-            journeys[state.journey_key(p, funnel, entity)] = value
-    for key, n in engine.counters.items():
-        counters[state.counter_key(p, key)] = n
-    return journeys, counters
+def persist(engine: Engine, table: dict, counters: dict, p: int = 0) -> None:
+    """What the worker writes after a batch (JSON round trip; None deletes the key)."""
+    for key, value in state.journey_records(p, engine.take_changes()).items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = orjson.loads(orjson.dumps(value))
+    counters.clear()
+    counters.update({state.counter_key(p, k): n for k, n in engine.counters.items()})
 
 
-def restored(funnels, journeys: dict, counters: dict, watermark: float) -> Engine:
-    engine = Engine(funnels)
-    loaded = []
-    for key, value in journeys.items():
-        _, funnel, entity = state.parse_key(key)
-        loaded.append((funnel, entity, state.load_journey(value)))
+def restored(funnels, table: dict, counters: dict, watermark: float, **kw) -> Engine:
+    engine = Engine(funnels, **kw)
+    journeys, orphans = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
+    assert orphans == 0
     counts = [(tuple(state.parse_key(k)[1:]), n) for k, n in counters.items()]
-    engine.restore(loaded, counts, watermark)
+    engine.restore(journeys, counts, watermark)
     return engine
+
+
+def run(engine: Engine, stream: list, table: dict, counters: dict, batch: int = 10) -> None:
+    """Process in batches; the watermark follows the newest event; persist per batch."""
+    for start in range(0, len(stream), batch):
+        for ev in stream[start : start + batch]:
+            engine.process(ev)
+        engine.advance(max(ev.ts for ev in stream[: start + batch]))
+        engine.expire()
+        persist(engine, table, counters)
 
 
 def test_restored_engine_continues_like_one_that_never_stopped():
     funnels = load_funnels()
     stream = events(300, seed=3)
     first, rest = stream[:180], stream[180:]
-    through = Engine(funnels)
-    for ev in stream:
-        through.process(ev)
-    before = Engine(funnels)
-    for ev in first:
-        before.process(ev)
-    journeys, counters = persisted(before)
-    # Persisted twice (the second time from the kept encodings): the same bytes.
-    assert persisted(before) == (journeys, counters)
-    after = restored(funnels, journeys, counters, before.watermark)
-    for ev in rest:
-        after.process(ev)
+    through, t_table, t_counters = Engine(funnels), {}, {}
+    run(through, stream, t_table, t_counters)
+    before, table, counters = Engine(funnels), {}, {}
+    run(before, first, table, counters)
+    after = restored(funnels, table, counters, before.watermark)
+    run(after, rest, table, counters)
     assert after.counters == through.counters
-    assert persisted(after) == persisted(through)
+    assert (table, counters) == (t_table, t_counters)
+
+
+def test_compacted_journeys_restore_and_count_like_whole_ones():
+    """Six visitors, five deals and eight calls busy for a day (10- and 30-minute
+    windows, events 30 s apart): compacting once a journey holds three events,
+    through a restore, counts what an engine holding every event counts."""
+    kw = {"bucket": 60, "lateness": 120.0}
+    stream = events(3000, seed=5, spacing=30.0)
+    whole, w_table, w_counters = Engine(FUNNELS, compact_at=10**9, **kw), {}, {}
+    run(whole, stream, w_table, w_counters)
+    first, rest = stream[:1700], stream[1700:]
+    before, table, counters = Engine(FUNNELS, compact_at=2, **kw), {}, {}
+    run(before, first, table, counters)
+    after = restored(FUNNELS, table, counters, before.watermark, compact_at=2, **kw)
+    run(after, rest, table, counters)
+    assert after.counters == whole.counters
+    held = sum(len(j.items) for by in after.journeys.values() for j in by.values())
+    held_whole = sum(len(j.items) for by in whole.journeys.values() for j in by.values())
+    assert held < held_whole / 2
+    events_held = [k for k in table if len(state.parse_key(k)) == 5]
+    assert len(events_held) == held  # dropped events are deleted from the table
 
 
 def test_stored_item_is_the_event_encoding():
     ev = to_event({"event_id": "e1", "type": "visit", "visitor_id": "v1", "channel": "email"}, T0)
     engine = Engine(load_funnels())
     engine.process(ev)
-    journey = next(j for by in engine.journeys.values() for j in by.values())
-    (item,) = journey.items
-    assert state.dump_journey(journey)["items"][0][2] == encode(ev).decode() == item.stored
-    loaded = state.load_journey(orjson.loads(orjson.dumps(state.dump_journey(journey))))
-    assert loaded.items[0].stored == item.stored and loaded.items[0].event == ev
+    table: dict = {}
+    persist(engine, table, {})
+    (key,) = [k for k in table if len(state.parse_key(k)) == 5]
+    assert table[key] == encode(ev).decode()
+    journeys, _ = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
+    ((_, _, loaded),) = [j for j in journeys if j[0] == "shop"]
+    assert loaded.items[0].stored == table[key] and loaded.items[0].event == ev

@@ -1,0 +1,189 @@
+"""An entity's events and the attempts they make (DESIGN.md section 4): pure
+functions of a journey's events in time order, shared by the engine and its
+compaction. Each attempt remembers ``i0``, the index of the event that began it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stream.core.funnels import Funnel
+
+UNKNOWN = "unknown"
+
+
+@dataclass(order=True)
+class Item:
+    ts: float
+    event_id: str
+    event: Any = field(compare=False)
+    # The event as the journeys table stores it, kept once made: a journey is
+    # written whole on every change, and re-encoding its items dominated that.
+    stored: str | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass
+class Carry:
+    """What a journey's dropped (settled) events still decide for the events kept
+    (core/compaction.py): the chain of orders (when the journey began, its latest
+    event, orders so far and their ids) and the latest dropped attempt (when it
+    began, its first touch), which a later order without a visit belongs to."""
+
+    began: float = float("-inf")
+    prev: float = float("-inf")
+    k: int = 0
+    seen: set[str] = field(default_factory=set)
+    t0: float | None = None
+    attr: dict[str, str] | None = None
+
+
+@dataclass
+class Journey:
+    items: list[Item] = field(default_factory=list)
+    contributions: Counter = field(default_factory=Counter)
+    newest: float = 0.0
+    carry: Carry | None = None  # set once settled events were dropped
+    checked: float = float("-inf")  # the horizon compaction last looked behind
+
+
+def attribution(event: Any, dims: Iterable[str]) -> dict[str, str]:
+    return {d: (getattr(event, d, None) or UNKNOWN) for d in dims}
+
+
+def sequence_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
+    """Attempts of one entity from its events in time order (section 4, sequence)."""
+    attempts: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    steps = funnel.steps
+    last = len(steps) - 1
+    for i, item in enumerate(items):
+        ev = item.event
+        if current is not None:
+            open_ = item.ts <= current["t0"] + funnel.window and current["level"] < last
+            if open_:
+                nxt = current["level"] + 1
+                if steps[nxt].matches(ev) and item.ts >= current["times"][-1]:
+                    current["level"] = nxt
+                    current["times"].append(item.ts)
+                continue
+            current = None
+        if steps[0].matches(ev):
+            current = {
+                "i0": i,
+                "t0": item.ts,
+                "level": 0,
+                "times": [item.ts],
+                "attr": attribution(ev, funnel.breakdowns),
+            }
+            attempts.append(current)
+    return attempts
+
+
+def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]:
+    """One deal's paths through the pipeline stages (section 4, pipeline).
+
+    A deal is a lead at its first event; events after its window (from the
+    lead) make it a lead again, as a re-opened deal, so old deals need no state.
+    """
+    stages = {name: i for i, name in enumerate(funnel.stages)}
+    last = len(funnel.stages) - 1
+    attempts: list[dict[str, Any]] = []
+    deal: dict[str, Any] | None = None
+    for i, item in enumerate(items):
+        ev = item.event
+        if ev.type == "call":
+            # Calls of the deal (keyed with it): the first answered one after the
+            # lead, within its window, gives the lead response time.
+            if (
+                deal is not None
+                and ev.answered
+                and deal["first_answer"] is None
+                and item.ts <= deal["t0"] + funnel.window
+            ):
+                deal["first_answer"] = item.ts
+            continue
+        if deal is None or item.ts > deal["t0"] + funnel.window:
+            deal = {
+                "i0": i,
+                "t0": item.ts,
+                "times": [item.ts],  # reached times by stage index; lead = index 0
+                "position": 0,
+                "skipped": [],
+                "moved_back": [],
+                "lost": None,
+                "unmatched": 0,
+                "attr": attribution(ev, funnel.breakdowns),
+                "amount": None,  # (amount, currency): the newest one known
+                "won_at": None,
+                "first_answer": None,
+            }
+            attempts.append(deal)
+        elif deal["lost"] is not None or len(deal["times"]) - 1 == last:
+            continue  # closed (lost or won) within its window
+        if ev.amount is not None:
+            deal["amount"] = (ev.amount, ev.currency or funnel.currency)
+        if ev.status == "won":
+            target = last
+        elif ev.stage in stages:
+            target = stages[ev.stage]
+        else:
+            deal["unmatched"] += 1
+            target = None
+        if target is not None:
+            reached = len(deal["times"]) - 1
+            if target > reached:
+                deal["skipped"] += list(range(reached + 1, target))
+                deal["times"] += [item.ts] * (target - reached)
+            elif target < deal["position"]:
+                deal["moved_back"].append(deal["position"])
+            deal["position"] = target
+        if ev.status == "lost":
+            deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, item.ts)
+        elif len(deal["times"]) - 1 == last:
+            deal["won_at"] = item.ts
+    return attempts
+
+
+def orders(
+    funnel: Funnel, items: list[Item], carry: Carry | None = None
+) -> tuple[list[tuple[int, Item, float]], Carry]:
+    """A sequence funnel's last-step events (purchases), once per order_id, each
+    with its number among the entity's orders and when its journey began; and
+    the chain of orders after ``items`` (to carry past dropped events).
+
+    A journey ends after more than the funnel's window without an event (the
+    engine forgets the entity then), so a customer who comes back later starts
+    again at order 0 and with a new first touch.
+    """
+    chain = Carry() if carry is None else replace(carry, seen=set(carry.seen))
+    last = funnel.steps[-1]
+    out = []
+    for item in items:
+        if item.ts - chain.prev > funnel.window:
+            chain.began, chain.k = item.ts, 0
+            chain.seen.clear()
+        chain.prev = item.ts
+        if not last.matches(item.event):
+            continue
+        order_id = getattr(item.event, "order_id", None)
+        if order_id is not None:
+            if order_id in chain.seen:
+                continue
+            chain.seen.add(order_id)
+        out.append((chain.k, item, chain.began))
+        chain.k += 1
+    return out, chain
+
+
+def call_state(items: list[Item]) -> dict[str, Any]:
+    """One call from its events in time order: later non-empty fields win."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        for name in item.event.__struct_fields__:
+            value = getattr(item.event, name)
+            if value is not None:
+                merged[name] = value
+    return merged
