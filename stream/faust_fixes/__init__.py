@@ -9,6 +9,7 @@ is built.
 
 from __future__ import annotations
 
+from stream.faust_fixes.commit_monitor import fix_commit_monitor
 from stream.faust_fixes.fast_paths import speed_up_faust
 from stream.faust_fixes.read_offset_race import fix_read_offset_race
 from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
@@ -20,4 +21,5 @@ def apply_all() -> None:
     fix_recovery_highwaters()
     fix_read_offset_race()
     fix_stop_commit()
+    fix_commit_monitor()
     speed_up_faust()

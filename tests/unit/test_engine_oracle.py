@@ -167,6 +167,9 @@ def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every, compac
     engine = run_engine(events, expire_every, compact_at=compact_at)
     expected = oracle_counts(FUNNELS, events, BUCKET, LATENESS)
     assert Counter(engine.counters) == +expected
+    indexed = [(bucket, k) for bucket, keys in engine.buckets.items() for k in keys]
+    assert sorted(k for _, k in indexed) == sorted(engine.counters)  # the bucket index
+    assert all(k[3] == bucket for bucket, k in indexed)
     _, late = accepted_events(events, LATENESS, FUNNELS)
     late_relevant = sum(1 for ev in late for f in engine.funnels if engine._relevant(f, ev))
     assert sum(engine.late.values()) == late_relevant

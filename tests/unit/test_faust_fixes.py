@@ -11,10 +11,12 @@ import asyncio
 import inspect
 from types import SimpleNamespace
 
+from faust.types import TP as TopicPartition
 from mode.utils.locks import Event
 
 from stream.faust_fixes import (
     apply_all,
+    commit_monitor,
     read_offset_race,
     rebalance_state,
     recovery_highwaters,
@@ -142,3 +144,41 @@ def test_upstream_recovery_takes_each_changelog_record_with_wait_for() -> None:
     assert "asyncio.wait_for(" in inspect.getsource(recovery)  # a task per record on 3.11
     apply_all()
     assert recovery.asyncio.funnel_fixed
+
+
+EVENTS_TP = TopicPartition("funnel.events", 0)
+
+
+class FakeTransactions:
+    """What ``TransactionManager.commit`` asks of its producer, app and consumer."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+        self.committed_at: dict = {}
+        self.producer = SimpleNamespace(commit_transactions=self.commit_transactions)
+        self.app = SimpleNamespace(
+            conf=SimpleNamespace(id="g"), assignor=SimpleNamespace(group_for_topic=lambda t: 0)
+        )
+        self.consumer = SimpleNamespace(
+            _thread=SimpleNamespace(tp_last_committed_at=self.committed_at)
+        )
+
+    async def commit_transactions(self, offsets, group_id, start_new_transaction):  # noqa: ANN001, ANN201
+        self.sent.append(offsets)
+
+
+def test_upstream_transactional_commit_leaves_the_stall_detector_blind() -> None:
+    manager = FakeTransactions()
+    asyncio.run(commit_monitor.upstream()(manager, {EVENTS_TP: 7}))
+    assert manager.sent == [{"g-0-0": {EVENTS_TP: 7}}]
+    assert manager.committed_at == {}  # "Has not committed TP ... since worker start"
+
+
+def test_patched_transactional_commit_records_its_partitions() -> None:
+    apply_all()
+    from faust.transport.consumer import TransactionManager
+
+    manager = FakeTransactions()
+    asyncio.run(TransactionManager.commit(manager, {EVENTS_TP: 7}))
+    assert manager.sent == [{"g-0-0": {EVENTS_TP: 7}}]
+    assert list(manager.committed_at) == [EVENTS_TP]
