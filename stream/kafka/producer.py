@@ -57,8 +57,13 @@ class FunnelProducer:
     async def start(self) -> None:
         from aiokafka import AIOKafkaProducer
 
-        self._producer = AIOKafkaProducer(**self.options)
-        await self._producer.start()
+        producer = AIOKafkaProducer(**self.options)
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()  # else "Unclosed AIOKafkaProducer" follows the real error
+            raise
+        self._producer = producer
 
     async def stop(self) -> None:
         if self._producer is not None:

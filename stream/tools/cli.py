@@ -107,6 +107,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
+def unreadable(path: Any) -> str | None:
+    """Why an events file cannot be read, or None."""
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a file"
+    try:
+        with path.open("rb") as f:
+            f.read(1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    return None
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -116,6 +130,10 @@ def cmd_produce(args: argparse.Namespace) -> int:
     from stream.tools.files import read_events
 
     settings = Settings.from_env()
+    problem = unreadable(Path(args.file))
+    if problem:  # before connecting: a wrong path is not a Kafka problem
+        print(f"funnel produce: {args.file}: {problem}", file=sys.stderr)
+        return 2
 
     async def send_file() -> tuple[int, int]:
         sent = invalid = 0

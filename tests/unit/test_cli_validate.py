@@ -32,3 +32,13 @@ def test_validate_clean_file_exits_zero(tmp_path, capsys):
     )
     assert main(["validate", str(path)]) == 0
     assert capsys.readouterr().out.strip() == "1 valid, 0 invalid"
+
+
+def test_produce_checks_the_file_before_connecting(tmp_path, capsys, monkeypatch):
+    # A Kafka address nothing listens on: the file problem must be the one reported.
+    monkeypatch.setenv("FUNNEL_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    missing = tmp_path / "nope.jsonl"
+    assert main(["produce", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"funnel produce: {missing}: no such file"
+    assert main(["produce", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == f"funnel produce: {tmp_path}: not a file"
