@@ -119,6 +119,14 @@ class Settings:
     # Bearer token that write endpoints (POST /api/tracking-numbers) require
     # (FUNNEL_API_TOKEN); empty = no token, fine only on 127.0.0.1.
     api_token: str = field(default="", repr=False)
+    # Tracking number leases a minute per session (FUNNEL_LEASES_PER_SESSION) and
+    # per client address (FUNNEL_LEASES_PER_CLIENT; raise it for offices behind
+    # one NAT), each per worker; over it: 429 with Retry-After. 0 = no limit.
+    leases_per_session: float = 6.0
+    leases_per_client: float = 20.0
+    # Behind a reverse proxy: the header that carries the client address
+    # (FUNNEL_CLIENT_ADDRESS_HEADER, e.g. X-Forwarded-For; its last address is used).
+    client_address_header: str = ""
     # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness
     # (FUNNEL_LATENESS): an event is late when older than the stream's watermark
     # (the lowest newest event time over the input sources still being read)
@@ -214,6 +222,9 @@ class Settings:
             tracking=_env("TRACKING", cls.tracking),
             redis_prefix=_env("REDIS_PREFIX", cls.redis_prefix),
             api_token=_env("API_TOKEN", cls.api_token),
+            leases_per_session=_env_float("LEASES_PER_SESSION", cls.leases_per_session),
+            leases_per_client=_env_float("LEASES_PER_CLIENT", cls.leases_per_client),
+            client_address_header=_env("CLIENT_ADDRESS_HEADER", cls.client_address_header),
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),

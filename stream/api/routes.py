@@ -32,11 +32,27 @@ def _now(fn: Callable) -> Callable:
     return lambda source, params, **kw: fn(source, params, now=time.time(), **kw)
 
 
+def client_address(request: Any, header: str) -> str:
+    """The caller's address: the peer's, or behind a proxy the last address in
+    ``header`` (e.g. X-Forwarded-For), the one the proxy itself appended."""
+    if header:
+        forwarded = request.headers.get(header, "")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()
+    return request.remote or ""
+
+
 async def _lease(source: Any, params: dict, request: Any) -> Response:
     raw = await request.content.read(MAX_BODY + 1)
     authorization = request.headers.get("Authorization", "")
-    token = source.settings.api_token
-    return await tracking_number(raw, authorization, token, source.lease, time.time())
+    settings = source.settings
+    client = client_address(request, settings.client_address_header)
+    response = await tracking_number(
+        raw, authorization, settings.api_token, source.lease, time.time(), client, source.limits
+    )
+    if response.status == 429:
+        source.lease_limited(response.body["limited_by"])
+    return response
 
 
 ROUTES = [

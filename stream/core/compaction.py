@@ -14,6 +14,11 @@ is carried in ``Journey.carry``.
 
 Calls are not compacted: a call's latest state merges all its events (a call
 has a handful). Spend keeps only its newest report, the only one it counts.
+
+The same cut, taken for an event that lands after every other event of its
+entity (the common case), lets the engine recompute only the last attempt
+(``append_cut``): a customer with hundreds of orders in the window cost a
+recount of all of them, and of their hundreds of counter keys, per event.
 """
 
 from __future__ import annotations
@@ -43,6 +48,17 @@ def settled_cut(funnel: Funnel, items: list[Item], before: float) -> int:
     if attempts and not completed and attempts[-1]["t0"] + funnel.window >= before:
         return attempts[-1]["i0"]  # still open to a new event: keep it whole
     return n
+
+
+def append_cut(funnel: Funnel, items: list[Item]) -> int:
+    """Where the events that a new event *after all of them* can change begin: the
+    last attempt's first event (every earlier attempt is closed), or the end when
+    no attempt has begun. Only for sequences and pipelines."""
+    if funnel.mode == "sequence":
+        attempts = sequence_attempts(funnel, items)
+    else:
+        attempts = pipeline_attempts(funnel, items)
+    return attempts[-1]["i0"] if attempts else len(items)
 
 
 def carry_after(funnel: Funnel, dropped: list[Item], carry: Carry | None) -> Carry | None:

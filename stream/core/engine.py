@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from stream.core.compaction import carry_after, settled_cut
+from stream.core.compaction import append_cut, carry_after, settled_cut
 from stream.core.funnels import Funnel
 from stream.core.journeys import (
     UNKNOWN,
@@ -87,6 +87,9 @@ LEDGERS = (CALLS, SPEND)
 LEDGER_TYPES = {"calls": "call", "spend": "spend"}  # ledger mode -> the events it counts
 # A journey longer than this many events drops its settled ones (core/compaction.py).
 COMPACT_AT = 64
+# A journey longer than this many events recomputes only its last attempt when
+# an event lands after all of its others (shorter ones recompute whole: cheaper).
+TAIL_AT = 8
 
 EntityItem = tuple[str, str, Item]  # (funnel, entity, event)
 
@@ -99,6 +102,7 @@ class Changes:
     added: list[EntityItem]  # events now held (not dropped again since)
     dropped: list[EntityItem]  # events no longer held (compacted, or their entity expired)
     counters: dict[Key, int]
+    values: dict[tuple[str, str], list[str]]  # (funnel, dimension) -> every value kept raw
 
 
 def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_BOUNDS) -> str:
@@ -128,12 +132,14 @@ class Engine:
         lateness: float = 600.0,
         retention: float = RETENTION,
         compact_at: int = COMPACT_AT,
+        tail_at: int = TAIL_AT,
     ) -> None:
         self.funnels = [*funnels, *LEDGERS]
         self.bucket = bucket
         self.lateness = lateness
         self.retention = retention
         self.compact_at = compact_at
+        self.tail_at = tail_at
         self.counters: Counter[Key] = Counter()
         # The counters' keys by bucket: a window's sums and retention read only
         # their buckets (a scrape summed every counter two dozen times: 5 s at
@@ -141,7 +147,11 @@ class Engine:
         self.buckets: dict[int, set[Key]] = {}
         self.keys_swept = float("-inf")  # retention last dropped interned keys behind this
         self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
+        # Per (funnel, dimension), the raw values kept so far (``_value``); stored with
+        # the state, so a restored engine caps exactly as before and can recompute
+        # a journey's contributions instead of storing them.
         self.seen_values: dict[tuple[str, str], set[str]] = {}
+        self.dirty_values: set[tuple[str, str]] = set()
         # One shared tuple per counter key: every journey holds the keys it
         # contributes to, and thousands of journeys contribute to the same ones
         # (half a journey's memory was these tuples, repeated).
@@ -207,11 +217,21 @@ class Engine:
             journey = journeys.get(entity)
             if journey is None:
                 journey = journeys[entity] = Journey()
+            elif journey.contributions is None:  # restored: what its events count now
+                contributions = self._contributions(funnel, journey.items, journey.carry)
+                journey.contributions = self._shared(contributions)
             item = Item(ts, event.event_id, event)
             bisect.insort(journey.items, item)
             self.added.append((funnel.name, entity, item))
             journey.newest = max(journey.newest, ts)
-            self._recompute(funnel, journey)
+            # Strictly after every other event: one at the same time may sort after an
+            # order of the same second and still open the attempt that order belongs to.
+            items = journey.items
+            appended = len(items) > max(self.tail_at, 1) and items[-1] is item and items[-2].ts < ts
+            if appended and funnel.mode in ("sequence", "pipeline"):
+                self._recompute_tail(funnel, journey)
+            else:
+                self._recompute(funnel, journey)
             if len(journey.items) > self.compact_at:
                 self._compact(funnel, entity, journey)
             self.dirty_journeys.add((funnel.name, entity))
@@ -232,6 +252,7 @@ class Engine:
         # answers only for what its kept events count.
         kept = self._contributions(funnel, journey.items, journey.carry)
         journey.contributions = self._shared(kept)
+        journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
         self.dropped.extend((funnel.name, entity, item) for item in dropped)
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
@@ -256,6 +277,35 @@ class Engine:
             if delta and key[3] >= horizon:  # buckets past retention stay dropped
                 self._add(key, delta)
         journey.contributions = self._shared(new)
+        journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
+
+    def _recompute_tail(self, funnel: Funnel, journey: Journey) -> None:
+        """After an event landed last: recompute from the last attempt's first event
+        on; what the events before count cannot change (core/compaction.py)."""
+        start = journey.tail_from
+        if start == 0:
+            self._recompute(funnel, journey)
+        else:
+            new = self._shared(
+                self._contributions(funnel, journey.items[start:], journey.tail_carry)
+            )
+            old, whole = journey.tail, journey.contributions
+            horizon = self.retained_after()
+            for key in old.keys() | new.keys():
+                delta = new[key] - old[key]
+                if delta:
+                    whole[key] += delta
+                    if key[3] >= horizon:
+                        self._add(key, delta)
+            journey.tail = new
+        cut = append_cut(funnel, journey.items[journey.tail_from :])
+        if cut > 0:
+            carry = journey.tail_carry if journey.tail_from else journey.carry
+            head = journey.items[journey.tail_from : journey.tail_from + cut]
+            journey.tail_carry = carry_after(funnel, head, carry)
+            journey.tail_from += cut
+            kept = journey.items[journey.tail_from :]
+            journey.tail = self._shared(self._contributions(funnel, kept, journey.tail_carry))
 
     def _add(self, key: Key, delta: int) -> None:
         counters = self.counters
@@ -280,6 +330,7 @@ class Engine:
             return raw
         if len(seen) < funnel.top_n * INGEST_CAP_FACTOR:
             seen.add(raw)
+            self.dirty_values.add((funnel.name, dim))
             return raw
         return OTHER
 
@@ -466,8 +517,9 @@ class Engine:
         counters = {k: self.counters.get(k, 0) for k in self.dirty_counters}
         gone = {id(item) for _, _, item in self.dropped}
         added = [x for x in self.added if id(x[2]) not in gone]
-        changes = Changes(journeys, added, self.dropped, counters)
-        self.dirty_journeys, self.dirty_counters = set(), set()
+        values = {fd: sorted(self.seen_values[fd]) for fd in self.dirty_values}
+        changes = Changes(journeys, added, self.dropped, counters, values)
+        self.dirty_journeys, self.dirty_counters, self.dirty_values = set(), set(), set()
         self.added, self.dropped = [], []
         return changes
 
@@ -476,17 +528,26 @@ class Engine:
         journeys: Iterable[tuple[str, str, Journey]],
         counters: Iterable[tuple[Key, int]],
         watermark: float,
+        values: dict[tuple[str, str], list[str]] | None = None,
     ) -> None:
-        """Load persisted state (e.g. from recovered tables) into an empty engine."""
+        """Load persisted state (e.g. from recovered tables) into an empty engine.
+
+        A journey without contributions gets them computed when it is next touched,
+        with ``values`` (the raw values kept per funnel and dimension) capping as
+        they did; state written before values were stored takes them from the counters.
+        """
         for funnel, entity, journey in journeys:
             if funnel in self.journeys:
-                journey.contributions = self._shared(journey.contributions)
+                if journey.contributions is not None:
+                    journey.contributions = self._shared(journey.contributions)
                 self.journeys[funnel][entity] = journey
         for key, n in counters:
             self.counters[key] = n
             self.buckets.setdefault(key[3], set()).add(key)
-            if key[4]:
+            if key[4] and not values:
                 self.seen_values.setdefault((key[0], key[4]), set()).add(key[5])
+        for funnel_dim, kept in (values or {}).items():
+            self.seen_values[funnel_dim] = set(kept)
         self.watermark = watermark
 
     # ---- read -----------------------------------------------------------------

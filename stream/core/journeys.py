@@ -43,10 +43,17 @@ class Carry:
 @dataclass
 class Journey:
     items: list[Item] = field(default_factory=list)
-    contributions: Counter = field(default_factory=Counter)
+    # What its events count now; None once restored, until it is next touched.
+    contributions: Counter | None = field(default_factory=Counter)
     newest: float = 0.0
     carry: Carry | None = None  # set once settled events were dropped
     checked: float = float("-inf")  # the horizon compaction last looked behind
+    # Not stored: where the events a new *last* event can change begin (the last
+    # attempt's first event), the carry there, and what the events from there
+    # count (core/compaction.py, ``append_cut``). None: from the first event.
+    tail_from: int = 0
+    tail_carry: Carry | None = None
+    tail: Counter | None = None
 
 
 def attribution(event: Any, dims: Iterable[str]) -> dict[str, str]:

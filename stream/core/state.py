@@ -13,7 +13,7 @@ visitor outgrew Kafka's 1 MB message limit and stopped a worker).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,11 +48,10 @@ def dump_item(item: Item) -> str:
 
 
 def dump_journey(journey: Journey) -> dict[str, Any]:
-    """Everything but the events."""
+    """Everything but the events and their contributions (recomputed after a
+    restore: a customer with a thousand orders had a megabyte of them)."""
     carry = journey.carry
     return {
-        # (key tuple, n) pairs: orjson writes them as [[...], n] without a Python copy.
-        "contrib": list(journey.contributions.items()),
         "newest": journey.newest,
         "carry": None if carry is None else {**vars(carry), "seen": sorted(carry.seen)},
     }
@@ -72,18 +71,26 @@ def journey_records(partition: int, changes: Changes) -> dict[str, Any]:
 
 def load_journey(value: dict[str, Any], items: Iterable[tuple[float, str, str]] = ()) -> Journey:
     """A journey from its record and its events' ``(ts, event_id, stored event)``."""
-    loaded = [
-        Item(ts, event_id, decode(raw.encode(), now=float("inf")), raw)
-        for ts, event_id, raw in items
-    ]
+    if "items" in value:  # written by a version that kept the events in this record
+        items = [*items, *value["items"]]
+    loaded = [Item(ts, event_id, _event(raw), raw) for ts, event_id, raw in items]
     loaded.sort()
     carry = value.get("carry")
     return Journey(
         items=loaded,
-        contributions=Counter({tuple(k): n for k, n in value["contrib"]}),
+        contributions=None,
         newest=value["newest"],
         carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
     )
+
+
+def _event(raw: str) -> Any:
+    return decode(raw.encode(), now=float("inf"))
+
+
+def values_key(partition: int, funnel: str, dim: str) -> str:
+    """Key (in the watermarks table) of the raw values a funnel keeps for a dimension."""
+    return orjson.dumps([partition, "values", funnel, dim]).decode()
 
 
 def load_journeys(

@@ -103,6 +103,44 @@ async def create_topics(
         await admin.close()
 
 
+class MissingTopics(Exception):
+    """Topics we read or write do not exist (the broker does not auto-create them)."""
+
+    def __init__(self, bootstrap: str, missing: list[str]) -> None:
+        super().__init__(
+            f"topic(s) {', '.join(missing)} do not exist on the Kafka cluster at {bootstrap}; "
+            "create them first: `funnel topics` (or the topics job in Kubernetes)"
+        )
+        self.missing = missing
+
+
+async def missing_topics(settings: Settings, names: list[str]) -> list[str]:
+    """Those of ``names`` the cluster does not have."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return [t for t in names if t not in existing]
+
+
+def input_topics(settings: Settings) -> list[str]:
+    return sorted(set(settings.topics.values()))
+
+
+async def check_topics(settings: Settings, client: Any, names: list[str]) -> None:
+    """Raise MissingTopics naming those of ``names`` the cluster lacks (``client``: a
+    started aiokafka client). Without the check a send to a missing topic waits a
+    minute for metadata and then fails without naming the topic."""
+    cluster = await client.fetch_all_metadata()
+    missing = sorted(set(names) - cluster.topics())
+    if missing:
+        raise MissingTopics(settings.kafka_bootstrap, missing)
+
+
 def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` for the same settings (None for PLAINTEXT)."""
     import faust

@@ -24,7 +24,7 @@ import orjson
 
 from stream.config import Settings
 from stream.core.events import AnyEvent, decode, entity_of
-from stream.kafka.client import client_options
+from stream.kafka.client import check_topics, client_options, input_topics
 
 T = TypeVar("T")
 
@@ -44,8 +44,12 @@ def complete(event: dict[str, Any]) -> dict[str, Any]:
 class FunnelProducer:
     """Async producer of validated funnel events (aiokafka underneath)."""
 
-    def __init__(self, settings: Settings | None = None, **producer_options: Any) -> None:
+    def __init__(
+        self, settings: Settings | None = None, check: bool = True, **producer_options: Any
+    ) -> None:
+        """``check``: at start, fail with MissingTopics if an input topic does not exist."""
         self.settings = settings or Settings.from_env()
+        self.check = check
         self.options = {
             **client_options(self.settings),
             "enable_idempotence": True,
@@ -60,6 +64,8 @@ class FunnelProducer:
         producer = AIOKafkaProducer(**self.options)
         try:
             await producer.start()
+            if self.check:
+                await check_topics(self.settings, producer.client, input_topics(self.settings))
         except BaseException:
             await producer.stop()  # else "Unclosed AIOKafkaProducer" follows the real error
             raise

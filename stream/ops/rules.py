@@ -152,6 +152,7 @@ def alert_rules(s: Settings) -> list[dict[str, Any]]:
         _funnel_consumer_lag_high(s),
         _funnel_rejected_events_high(s),
         _funnel_worker_down(s),
+        _funnel_tracking_pool_exhausted(s),
     ]
     return [{"name": "funnel-alerts", "rules": alerts}]
 
@@ -278,6 +279,24 @@ def _funnel_worker_down(s: Settings) -> dict[str, Any]:
                 "Prometheus could not scrape the funnel worker at "
                 "{{ $labels.instance }} for 1 minute; its partitions are not being "
                 "counted until it returns or a rebalance moves them."
+            ),
+        },
+    }
+
+
+def _funnel_tracking_pool_exhausted(s: Settings) -> dict[str, Any]:
+    return {
+        "alert": "FunnelTrackingPoolExhausted",
+        "expr": "sum by (source) (increase(funnel_tracking_pool_exhausted_total[5m])) > 0",
+        "for": "5m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "Call tracking pool exhausted for {{ $labels.source }} visitors",
+            "description": (
+                "For 5 minutes visitors from {{ $labels.source }} got the static number "
+                "because every pool number was leased: their calls cannot be attributed to "
+                "their sessions. Add numbers to the pool (FUNNEL_TRACKING), or look for a "
+                "client leasing in bulk (funnel_tracking_requests_limited_total)."
             ),
         },
     }

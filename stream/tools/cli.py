@@ -413,9 +413,14 @@ def _add_generator_commands(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from stream.kafka.client import MissingTopics
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except MissingTopics as exc:
+        print(f"funnel {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KafkaError as exc:
         # One line that says where and how it tried, not a traceback.
         s = Settings.from_env()

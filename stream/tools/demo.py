@@ -26,6 +26,7 @@ import random
 import sys
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +35,7 @@ import orjson
 
 from stream.config import Settings
 from stream.core.events import entity_of
-from stream.kafka.client import client_options
+from stream.kafka.client import MissingTopics, check_topics, client_options, input_topics
 
 # name: (share of visitors, conversion multiplier)
 CHANNELS = {
@@ -475,6 +476,11 @@ async def produce(
     live_from = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=5, enable_idempotence=True)
     await producer.start()
+    try:
+        await check_topics(settings, producer.client, input_topics(settings))
+    except MissingTopics:
+        await producer.stop()
+        raise
     copy = open(out, "ab") if out else None  # noqa: SIM115 - closed in finally
     lessor = Lessor(leases, settings.api_token) if leases else None
     sent: dict[str, int] = {}
@@ -505,6 +511,19 @@ async def produce(
     return sum(sent.values())
 
 
+# Every simulated visitor leases from 127.0.0.1; this header names its own
+# address, as a reverse proxy would (the worker reads it with
+# FUNNEL_CLIENT_ADDRESS_HEADER, which `make run` sets), so the per-client lease
+# limit sees visitors, not the demo.
+DEMO_ADDRESS_HEADER = "X-Forwarded-For"
+
+
+def visitor_address(visitor_id: str) -> str:
+    """A stable made-up address per visitor (documentation ranges, RFC 5737)."""
+    n = zlib.crc32(visitor_id.encode())
+    return f"198.51.{n % 100}.{n // 100 % 254 + 1}"
+
+
 class Lessor:
     """Leases tracking numbers from the worker for live callers (dynamic number insertion)."""
 
@@ -522,8 +541,9 @@ class Lessor:
         kind = event["type"]
         if kind == "_lease" and live:
             body = {k: v for k, v in event.items() if k in (*TOUCH, "visitor_id", "session_id")}
+            address = {DEMO_ADDRESS_HEADER: visitor_address(event["visitor_id"])}
             try:
-                async with self.http.post(self.url, json=body) as resp:
+                async with self.http.post(self.url, json=body, headers=address) as resp:
                     if resp.status == 200:
                         self.numbers[event["session_id"]] = (await resp.json())["number"]
                         self.leased += 1

@@ -7,6 +7,7 @@ run; `funnel stack down` stops it).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 
 from stream.config import Settings
 from stream.ops.stack import Stack, StackError, http_ok, log_tail
+from stream.tools.demo import DEMO_ADDRESS_HEADER
 
 
 def _stop_like_ctrl_c(signum: int, frame: object) -> None:
@@ -35,8 +37,11 @@ def run_all(settings: Settings, rate: float) -> int:
     stack.write_scrape_targets([settings.web_port])
     worker_log = settings.run_dir / "worker.log"
     base = [sys.executable, "-m", "stream"]
+    # The demo's visitors all lease from 127.0.0.1: it names each one's simulated
+    # address in this header, as a reverse proxy would (per-client lease limits).
+    env = {**os.environ, "FUNNEL_CLIENT_ADDRESS_HEADER": DEMO_ADDRESS_HEADER}
     with worker_log.open("ab") as log:
-        worker = subprocess.Popen([*base, "worker"], stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen([*base, "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
     web = f"http://{settings.host}:{settings.web_port}"
     deadline = time.monotonic() + 90
     while not http_ok(web + "/health/ready"):

@@ -13,12 +13,12 @@ from redis.exceptions import RedisError
 
 from stream.api import fanout
 from stream.api.fanout import Fanout
-from stream.api.tracking_numbers import LeaseUnavailable
+from stream.api.tracking_numbers import LeaseLimits, LeaseUnavailable
 from stream.api.views import Response
 from stream.core.funnels import Funnel
 from stream.worker import partitions
 from stream.worker.context import Context
-from stream.worker.metrics import LEASES, POOL_EXHAUSTED, REDIS_UP, exposition
+from stream.worker.metrics import LEASES, LEASES_LIMITED, POOL_EXHAUSTED, REDIS_UP, exposition
 
 
 class WorkerSource:
@@ -26,6 +26,7 @@ class WorkerSource:
         self.ctx = ctx
         self.settings = ctx.settings
         self.funnels = ctx.funnels
+        self.limits = LeaseLimits(ctx.settings.leases_per_session, ctx.settings.leases_per_client)
         self.fanout = Fanout(
             ctx.settings.partitions,
             self.owned_partitions,
@@ -82,3 +83,6 @@ class WorkerSource:
             known = {t.get("source") for t in ctx.tracking.static.values()}
             POOL_EXHAUSTED.labels(source=source if source in known else "other").inc()
         return got
+
+    def lease_limited(self, by: str) -> None:
+        LEASES_LIMITED.labels(by=by).inc()

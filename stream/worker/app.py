@@ -27,9 +27,16 @@ from stream.config import Settings
 from stream.core.funnels import load_funnels
 from stream.core.tracking import load_tracking
 from stream.faust_fixes.missing_offsets import Refetcher
-from stream.kafka.client import client_options, create_topics, faust_credentials
+from stream.kafka.client import (
+    MissingTopics,
+    client_options,
+    create_topics,
+    faust_credentials,
+    input_topics,
+    missing_topics,
+)
 from stream.logs import RejectLog
-from stream.net import port_open
+from stream.net import is_loopback, port_open
 from stream.worker import attribution, count, normalise, partitions
 from stream.worker.api_source import WorkerSource
 from stream.worker.context import Context, Tables
@@ -169,6 +176,14 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
     from faust.worker import Worker
 
     port = web_port or settings.web_port
+    if not is_loopback(settings.web_bind) and not settings.api_token:
+        print(
+            f"funnel worker: FUNNEL_WEB_BIND={settings.web_bind} is reachable from other "
+            "machines and FUNNEL_API_TOKEN is unset: anyone could lease tracking numbers "
+            "(POST /api/tracking-numbers); set a token, or bind 127.0.0.1",
+            file=sys.stderr,
+        )
+        return 2
     if port_open(settings.host, port):
         print(
             f"funnel worker: web port {settings.host}:{port} is already in use; "
@@ -190,6 +205,10 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
             configs=dict.fromkeys(changelogs, compact),
         )
     )
+    missing = asyncio.run(missing_topics(settings, input_topics(settings)))
+    if missing:
+        print(f"funnel worker: {MissingTopics(settings.kafka_bootstrap, missing)}", file=sys.stderr)
+        return 2
     worker = Worker(
         app,
         loglevel=settings.log_level,

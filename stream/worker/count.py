@@ -186,6 +186,9 @@ async def persist_engine(ctx: Context, p: int, tp: TP) -> None:
     await write_state(app, tables.journeys, tp, journeys, keep=not ctx.memory_store)
     counters = {state.counter_key(p, k): (n or None) for k, n in changes.counters.items()}
     await write_state(app, tables.counters, tp, counters)
+    if changes.values:
+        values = {state.values_key(p, f, d): kept for (f, d), kept in changes.values.items()}
+        await write_state(app, tables.marks, tp, values)
     if tables.marks.data.get(str(p)) != engine.watermark and engine.watermark > float("-inf"):
         await write_state(app, tables.marks, tp, {str(p): engine.watermark})
 

@@ -90,6 +90,12 @@ POOL_EXHAUSTED = Counter(
     ["source"],
 )
 
+LEASES_LIMITED = Counter(
+    "funnel_tracking_requests_limited",
+    "Lease requests refused with 429: too many from one session or one client address.",
+    ["by"],
+)
+
 # sums(funnel, start, end) -> summed period-view counters over owned partitions.
 SumsReader = Callable[[str, float, float], Sums]
 

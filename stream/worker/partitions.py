@@ -79,7 +79,13 @@ def load_engine(ctx: Context, p: int) -> Engine:
         if part == p and value:
             counts.append((tuple(rest), value))
     mark = tables.marks.data.get(str(p))
-    engine.restore(restored, counts, mark if mark is not None else float("-inf"))
+    values = {}
+    for funnel in engine.funnels:
+        for dim in funnel.breakdowns:
+            kept = tables.marks.data.get(state.values_key(p, funnel.name, dim))
+            if kept is not None:
+                values[(funnel.name, dim)] = kept
+    engine.restore(restored, counts, mark if mark is not None else float("-inf"), values)
     ctx.marks[p] = SourceMarks.from_state(tables.marks.data.get(f"{p}|sources"), engine.watermark)
     log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
     return engine

@@ -45,8 +45,12 @@ default = true
 TOUCH = {"channel": "paid", "source": "google", "campaign": "winter-sale", "keyword": "red boots"}
 
 
-def post(url: str, body: dict, token: str | None = None) -> tuple[int, dict]:
+def post(
+    url: str, body: dict, token: str | None = None, client: str | None = None
+) -> tuple[int, dict]:
     headers = {"Content-Type": "application/json"}
+    if client:
+        headers["X-Forwarded-For"] = client  # as a reverse proxy would
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, orjson.dumps(body), headers, method="POST")
@@ -268,7 +272,10 @@ def test_demo_callers_lease_numbers_and_their_deals_inherit_the_touch(stack, sta
     """`make run`'s demo: live callers' pages lease numbers; calls carry only the number."""
     path = tmp_path / "tracking.toml"
     path.write_text('[tracking]\nlease = "10m"\npool = ["+15555552000..+15555552199"]\n')
-    env = unique_env(stack_env, FUNNEL_TRACKING=str(path))
+    # As `make run` does: the demo names each visitor's address in this header.
+    env = unique_env(
+        stack_env, FUNNEL_TRACKING=str(path), FUNNEL_CLIENT_ADDRESS_HEADER="X-Forwarded-For"
+    )
     settings = settings_for(env)
     asyncio.run(Stack(settings).create_topics())
     worker = WorkerProcess(env, free_port()).start()
@@ -299,5 +306,39 @@ def test_demo_callers_lease_numbers_and_their_deals_inherit_the_touch(stack, sta
         )
         assert metric_sum(worker.metrics(), "funnel_tracking_leases_total", kind="dynamic") > 0
         print("attributed", got)
+    finally:
+        worker.stop()
+
+
+def test_a_bot_flooding_the_lease_endpoint_cannot_drain_the_pool(stack, stack_env, tmp_path):
+    """A bot asks for 500 numbers as fast as it can (new session each time, one
+    address): after its burst it gets 429s, and the real visitors that come next
+    still get dynamic numbers from the pool."""
+    path = tmp_path / "tracking.toml"
+    path.write_text('[tracking]\nlease = "20m"\npool = ["+15555553000..+15555553049"]\n')
+    env = unique_env(
+        stack_env, FUNNEL_TRACKING=str(path), FUNNEL_CLIENT_ADDRESS_HEADER="X-Forwarded-For"
+    )
+    asyncio.run(Stack(settings_for(env)).create_topics())
+    worker = WorkerProcess(env, free_port()).start()
+    leases = f"{worker.url}/api/tracking-numbers"
+    try:
+        bot = [
+            post(leases, {"visitor_id": f"bot{i}", "session_id": f"b{i}"}, client="203.0.113.9")
+            for i in range(500)
+        ]
+        statuses = [status for status, _ in bot]
+        assert statuses.count(200) <= 25 and statuses.count(429) >= 475, statuses
+        refused = next(answer for status, answer in bot if status == 429)
+        assert refused["limited_by"] == "client address" and "retry in" in refused["error"]
+        real = [
+            post(leases, {"visitor_id": f"v{i}", "session_id": f"s{i}"}, client=f"198.51.100.{i}")
+            for i in range(20)
+        ]
+        assert all(status == 200 and got["kind"] == "dynamic" for status, got in real), real
+        metrics = worker.metrics()
+        limited = metric_sum(metrics, "funnel_tracking_requests_limited_total", by="client address")
+        assert limited == statuses.count(429)
+        assert metric_sum(metrics, "funnel_tracking_pool_exhausted_total") == 0
     finally:
         worker.stop()

@@ -181,3 +181,21 @@ def test_kafka_format_accepts_a_cluster_id_starting_with_a_dash(tmp_path, monkey
     stack._kafka_prepare()
     meta = (tmp_path / "kafka" / "data" / "meta.properties").read_text()
     assert "cluster.id=-" in meta
+
+
+def test_missing_topics_are_an_error_that_names_them(stack, stack_env, tmp_path):
+    """The broker does not auto-create topics: producing to, or starting a worker
+    on, topics nobody created fails at once with their names (not a minute-long
+    metadata wait, not a topic made with default settings)."""
+    from tests.support import unique_env
+
+    env = unique_env(stack_env)
+    prefix = env["FUNNEL_TOPIC_PREFIX"]
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "visit", "event_id": "e1", "visitor_id": "v1"}\n')
+    produce = funnel(env, "produce", str(events), timeout=60)
+    assert produce.returncode == 2, produce.stderr
+    assert f"{prefix}shop.visits" in produce.stderr and "funnel topics" in produce.stderr
+    worker = funnel({**env, "FUNNEL_WEB_PORT": str(free_port())}, "worker", timeout=120)
+    assert worker.returncode == 2, worker.stderr[-2000:]
+    assert f"{prefix}shop.visits" in worker.stderr and "do not exist" in worker.stderr

@@ -80,3 +80,29 @@ def test_an_attempt_still_open_at_the_late_bound_is_kept_whole():
     assert settled_cut(SHOP, items, BASE + 300) == 0
     # Past its window (10 minutes) the attempt is settled: both events can go.
     assert settled_cut(SHOP, items, BASE + 601) == 2
+
+
+def test_an_event_at_the_same_second_as_an_order_is_recounted_whole():
+    """A visit in the same second as a purchase sorts after it (by event_id) yet
+    opens the attempt the purchase belongs to: recomputing only from the last
+    attempt would have kept the purchase's own channel (found by the property
+    test of interleaved sources)."""
+    purchase = to_event(
+        {
+            "event_id": "a",
+            "type": "cart",
+            "action": "purchase",
+            "visitor_id": "v",
+            "channel": "social",
+            "value": 250,
+        },
+        BASE,
+    )
+    visit = to_event(
+        {"event_id": "b", "type": "visit", "visitor_id": "v", "channel": "email"}, BASE
+    )
+    engine = Engine(FUNNELS, bucket=BUCKET, lateness=LATENESS, tail_at=0)
+    for ev in (purchase, visit):
+        engine.process(ev)
+    assert Counter(engine.counters) == +oracle_counts(FUNNELS, [purchase, visit], BUCKET, LATENESS)
+    assert engine.counters[("shop", "orders", 3, BASE // 60 * 60, "channel", "email")] == 1

@@ -122,6 +122,7 @@ def test_alert_settings_reach_the_rules():
         "FunnelConsumerLagHigh",
         "FunnelRejectedEventsHigh",
         "FunnelWorkerDown",
+        "FunnelTrackingPoolExhausted",
     }
     expr = alerts["FunnelDropOffSpike"]["expr"]
     assert 'window="1m"' in expr and "< 0.3" in expr and ">= 20" in expr

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.core.engine import COMPACT_AT, Engine
+from stream.core.engine import COMPACT_AT, TAIL_AT, Engine
 from stream.core.events import decode
 from stream.core.funnels import parse_funnels
 from stream.core.summary import summarise
@@ -129,15 +129,22 @@ def generate(seed: int, n: int, dup_rate: float, late_rate: float):
 
 
 def run_engine(
-    events, expire_every: int = 0, sources: list[str] | None = None, compact_at: int = COMPACT_AT
+    events,
+    expire_every: int = 0,
+    sources: list[str] | None = None,
+    compact_at: int = COMPACT_AT,
+    tail_at: int = TAIL_AT,
 ) -> Engine:
     """The engine as the worker drives it: de-dup, process, then the watermark moves.
 
     ``sources[i]`` is event i's input source (default one); as in the stream, a
     source holds the watermark back until it has delivered its last event.
-    ``compact_at=1`` drops settled events as soon as a journey holds two.
+    ``compact_at=1`` drops settled events as soon as a journey holds two;
+    ``tail_at=0`` recomputes only the last attempt whenever an event lands last.
     """
-    engine = Engine(FUNNELS, bucket=BUCKET, lateness=LATENESS, compact_at=compact_at)
+    engine = Engine(
+        FUNNELS, bucket=BUCKET, lateness=LATENESS, compact_at=compact_at, tail_at=tail_at
+    )
     sources = sources or ["all"] * len(events)
     last = {src: i for i, src in enumerate(sources)}
     marks = SourceMarks()
@@ -161,10 +168,11 @@ def run_engine(
     late_rate=st.sampled_from([0.0, 0.05]),
     expire_every=st.sampled_from([0, 1, 7]),
     compact_at=st.sampled_from([COMPACT_AT, 1]),
+    tail_at=st.sampled_from([TAIL_AT, 0]),
 )
-def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every, compact_at):
+def test_engine_equals_oracle(seed, n, dup_rate, late_rate, expire_every, compact_at, tail_at):
     events = generate(seed, n, dup_rate, late_rate)
-    engine = run_engine(events, expire_every, compact_at=compact_at)
+    engine = run_engine(events, expire_every, compact_at=compact_at, tail_at=tail_at)
     expected = oracle_counts(FUNNELS, events, BUCKET, LATENESS)
     assert Counter(engine.counters) == +expected
     indexed = [(bucket, k) for bucket, keys in engine.buckets.items() for k in keys]
@@ -248,14 +256,15 @@ def per_source_log(seed: int, n: int, skew_days: float) -> tuple[list, list[str]
     skew_days=st.sampled_from([0.0, 0.5, 3.0]),
     expire_every=st.sampled_from([0, 1, 5]),
     compact_at=st.sampled_from([COMPACT_AT, 1]),
+    tail_at=st.sampled_from([TAIL_AT, 0]),
 )
 def test_interleaved_sources_with_skew_count_like_the_sorted_log(
-    seed, n, skew_days, expire_every, compact_at
+    seed, n, skew_days, expire_every, compact_at, tail_at
 ):
     """However far one source is read ahead of another, nothing is late and the
     counts equal the oracle's over the same events in time order."""
     events, sources = per_source_log(seed, n, skew_days)
-    engine = run_engine(events, expire_every, sources, compact_at)
+    engine = run_engine(events, expire_every, sources, compact_at, tail_at)
     assert sum(engine.late.values()) == 0
     in_order = sorted(events, key=lambda e: (e.ts, e.event_id))
     expected = oracle_counts(FUNNELS, in_order, BUCKET, LATENESS)

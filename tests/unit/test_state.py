@@ -23,22 +23,29 @@ def events(n: int, seed: int, spacing: float = 7.0) -> list:
 
 
 def persist(engine: Engine, table: dict, counters: dict, p: int = 0) -> None:
-    """What the worker writes after a batch (JSON round trip; None deletes the key)."""
-    for key, value in state.journey_records(p, engine.take_changes()).items():
+    """What the worker writes after a batch (JSON round trip; None deletes the key);
+    the raw values kept per dimension go to ``counters`` too, under their own keys."""
+    changes = engine.take_changes()
+    for key, value in state.journey_records(p, changes).items():
         if value is None:
             table.pop(key, None)
         else:
             table[key] = orjson.loads(orjson.dumps(value))
+    values = {k: v for k, v in counters.items() if state.parse_key(k)[1] == "values"}
+    values.update({state.values_key(p, f, d): kept for (f, d), kept in changes.values.items()})
     counters.clear()
     counters.update({state.counter_key(p, k): n for k, n in engine.counters.items()})
+    counters.update(values)
 
 
 def restored(funnels, table: dict, counters: dict, watermark: float, **kw) -> Engine:
     engine = Engine(funnels, **kw)
     journeys, orphans = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
     assert orphans == 0
-    counts = [(tuple(state.parse_key(k)[1:]), n) for k, n in counters.items()]
-    engine.restore(journeys, counts, watermark)
+    keys = [(state.parse_key(k), v) for k, v in counters.items()]
+    counts = [(tuple(k[1:]), n) for k, n in keys if k[1] != "values"]
+    values = {(k[2], k[3]): v for k, v in keys if k[1] == "values"}
+    engine.restore(journeys, counts, watermark, values)
     return engine
 
 
@@ -98,3 +105,42 @@ def test_stored_item_is_the_event_encoding():
     journeys, _ = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
     ((_, _, loaded),) = [j for j in journeys if j[0] == "shop"]
     assert loaded.items[0].stored == table[key] and loaded.items[0].event == ev
+
+
+def test_no_record_grows_with_an_entity_and_capped_values_survive_a_restore():
+    """A visitor buying every few minutes for a day, with more channels than the
+    ingest cap keeps (top_n 1: ten raw values, the rest `other`): every stored
+    record stays small, and a restored engine caps and counts as before."""
+    from stream.core.funnels import parse_funnels
+
+    funnels = parse_funnels(
+        """
+[[funnel]]
+name = "shop"
+entity = "visitor_id"
+window = "1h"
+breakdowns = ["channel"]
+top_n = 1
+steps = [
+  { name = "visit",    match = { type = "visit" } },
+  { name = "purchase", match = { type = "cart", action = "purchase" } },
+]
+"""
+    )
+    rng = random.Random(7)
+    stream = []
+    for i in range(2000):
+        ts = T0 + i * 45
+        kind = {"type": "visit"} if i % 2 else {"type": "cart", "action": "purchase", "value": 5}
+        doc = {"event_id": f"e{i}", "visitor_id": "buyer", "channel": f"c{rng.randrange(25)}"}
+        stream.append(to_event({**doc, **kind, "order_id": f"o{i}"}, ts))
+    kw = {"bucket": 60, "lateness": 120.0}
+    whole, w_table, w_counters = Engine(funnels, **kw), {}, {}
+    run(whole, stream, w_table, w_counters)
+    assert max(len(orjson.dumps(v)) for v in w_table.values()) < 16_000
+    before, table, counters = Engine(funnels, **kw), {}, {}
+    run(before, stream[:1000], table, counters)
+    after = restored(funnels, table, counters, before.watermark, **kw)
+    run(after, stream[1000:], table, counters)
+    assert after.counters == whole.counters
+    assert any(k[5] == "other" for k in whole.counters)  # the cap was reached
