@@ -85,6 +85,9 @@ SPEND = Funnel(
 )
 LEDGERS = (CALLS, SPEND)
 LEDGER_TYPES = {"calls": "call", "spend": "spend"}  # ledger mode -> the events it counts
+# Entities are expired at most once per bucket, or per this fraction of the
+# funnel's window if longer: they are kept a little (1 %) past two windows.
+EXPIRE_STEPS = 100
 # A journey longer than this many events drops its settled ones (core/compaction.py).
 COMPACT_AT = 64
 # A journey longer than this many events recomputes only its last attempt when
@@ -499,8 +502,9 @@ class Engine:
         dropped = 0
         for funnel in self.funnels:
             horizon = self.late_before(funnel) - funnel.window
-            if horizon < self.expired_to.get(funnel.name, float("-inf")) + self.bucket:
-                continue  # not every entity on every batch: at most once a bucket
+            step = max(self.bucket, funnel.window / EXPIRE_STEPS)
+            if horizon < self.expired_to.get(funnel.name, float("-inf")) + step:
+                continue  # not every entity on every batch (a tenth of a backlog's time)
             self.expired_to[funnel.name] = horizon
             journeys = self.journeys[funnel.name]
             old = [e for e, j in journeys.items() if j.newest < horizon]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from stream.core.engine import Engine
+from stream.core.engine import EXPIRE_STEPS, Engine
 from stream.core.events import decode
 from stream.core.funnels import load_funnels
 from stream.core.watermark import SourceMarks
@@ -83,9 +83,9 @@ def test_journeys_expire_two_windows_behind_the_watermark_not_before() -> None:
     engine.expire()
     assert "old" in engine.journeys["shop"]
     engine.advance(T0 + 2 * SHOP_WINDOW + 601)
-    engine.expire()  # behind the horizon, but expiry scans at most once a bucket
+    engine.expire()  # behind the horizon, but expiry scans at most once a step
     assert "old" in engine.journeys["shop"]
-    engine.advance(T0 + 2 * SHOP_WINDOW + 600 + engine.bucket)
+    engine.advance(T0 + 2 * SHOP_WINDOW + 600 + SHOP_WINDOW / EXPIRE_STEPS)
     engine.expire()
     assert "old" not in engine.journeys["shop"]
 
