@@ -22,6 +22,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from stream.faust_fixes import patching
+
 
 async def commit(self: Any, offsets: Mapping[Any, int], start_new_transaction: bool = True) -> bool:
     """Faust's transactional commit, then the commit time for the stall detector."""
@@ -34,21 +36,14 @@ async def commit(self: Any, offsets: Mapping[Any, int], start_new_transaction: b
     return done
 
 
-commit.funnel_fixed = True  # type: ignore[attr-defined]
-
-
 def upstream() -> Any:
     """Faust's own ``TransactionManager.commit``, patched or not."""
     from faust.transport import consumer as consumer_mod
 
-    current = consumer_mod.TransactionManager.commit
-    return getattr(current, "upstream", current)
+    return patching.upstream(consumer_mod.TransactionManager, "commit")
 
 
 def fix_commit_monitor() -> None:
     from faust.transport import consumer as consumer_mod
 
-    cls = consumer_mod.TransactionManager
-    if not getattr(cls.commit, "funnel_fixed", False):
-        commit.upstream = cls.commit  # type: ignore[attr-defined]
-        cls.commit = commit
+    patching.install(consumer_mod.TransactionManager, "commit", commit)

@@ -21,27 +21,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.faust_fixes import patching
+
 
 async def _highwaters(self: Any, partitions: Any) -> Any:
     """The last stable offsets, asked of the broker (read_committed end offsets)."""
     return await self._ensure_consumer().end_offsets(list(partitions))
 
 
-_highwaters.funnel_fixed = True  # type: ignore[attr-defined]
-
-
 def upstream() -> Any:
     """Faust's own ``_highwaters``, patched or not."""
     from faust.transport.drivers import aiokafka as driver
 
-    current = driver.AIOKafkaConsumerThread._highwaters
-    return getattr(current, "upstream", current)
+    return patching.upstream(driver.AIOKafkaConsumerThread, "_highwaters")
 
 
 def fix_recovery_highwaters() -> None:
     from faust.transport.drivers import aiokafka as driver
 
-    thread = driver.AIOKafkaConsumerThread
-    if not getattr(thread._highwaters, "funnel_fixed", False):
-        _highwaters.upstream = thread._highwaters  # type: ignore[attr-defined]
-        thread._highwaters = _highwaters
+    patching.install(driver.AIOKafkaConsumerThread, "_highwaters", _highwaters)

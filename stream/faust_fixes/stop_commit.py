@@ -23,27 +23,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from stream.faust_fixes import patching
+
 
 async def commit_and_end_transactions(self: Any) -> None:
     """Commit and begin the next (empty) transaction, so a second commit stays valid."""
     await self.commit(start_new_transaction=True)
 
 
-commit_and_end_transactions.funnel_fixed = True  # type: ignore[attr-defined]
-
-
 def upstream() -> Any:
     """Faust's own ``commit_and_end_transactions``, patched or not."""
     from faust.transport import consumer as consumer_mod
 
-    current = consumer_mod.Consumer.commit_and_end_transactions
-    return getattr(current, "upstream", current)
+    return patching.upstream(consumer_mod.Consumer, "commit_and_end_transactions")
 
 
 def fix_stop_commit() -> None:
     from faust.transport import consumer as consumer_mod
 
-    cls = consumer_mod.Consumer
-    if not getattr(cls.commit_and_end_transactions, "funnel_fixed", False):
-        commit_and_end_transactions.upstream = cls.commit_and_end_transactions  # type: ignore[attr-defined]
-        cls.commit_and_end_transactions = commit_and_end_transactions
+    patching.install(
+        consumer_mod.Consumer, "commit_and_end_transactions", commit_and_end_transactions
+    )

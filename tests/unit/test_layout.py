@@ -58,7 +58,7 @@ def test_no_function_is_longer_than_about_80_lines() -> None:
 
 def test_each_faust_fix_names_its_upstream_and_when_to_delete_it() -> None:
     for path in modules_of("faust_fixes"):
-        if path.name == "__init__.py":
+        if path.name in ("__init__.py", "patching.py"):  # the package, its installer
             continue
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert "Delete when" in doc, path.name
