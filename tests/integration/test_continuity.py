@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from stream.faust_fixes.missing_offsets import Refetcher
-from stream.kafka.client import client_options
+from stream.kafka.client import client_options, create_topics
 from tests.support import settings_for, unique_env
 
 pytestmark = pytest.mark.integration
@@ -43,6 +43,7 @@ def test_holes_read_back_hold_committed_records_only(stack, stack_env):
     topic = f"refetch-{uuid.uuid4().hex[:8]}"
 
     async def run() -> tuple[list, list, list, int]:
+        await create_topics(settings, [topic])  # the broker does not auto-create them
         await write_log(settings.kafka_bootstrap, topic)
         refetcher = Refetcher(client_options(settings))
         try:

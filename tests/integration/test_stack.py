@@ -88,10 +88,13 @@ def test_kafka_transactions_commit_and_abort(stack, stack_env):
     """exactly_once rests on broker transactions: committed data is visible, aborted is not."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from stream.kafka.client import create_topics
+
     settings = settings_for(stack_env)
     topic = f"txn-check-{uuid.uuid4().hex[:8]}"
 
     async def run() -> list[bytes]:
+        await create_topics(settings, [topic])  # the broker does not auto-create them
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap, transactional_id=f"tx-{topic}"
         )
