@@ -162,7 +162,7 @@ class Engine:
         self.watermark = float("-inf")  # the stream's watermark (``advance``)
         self.newest = float("-inf")  # highest event time applied
         self.retained_from = float("-inf")  # counters of older buckets are dropped
-        # Per funnel, the horizon entities were last expired behind (one scan a bucket).
+        # Per funnel, the horizon entities were last expired behind (one scan a step).
         self.expired_to: dict[str, float] = {}
         self.late: Counter[str] = Counter()
         # What changed since the caller last persisted (see ``take_changes``).
@@ -221,8 +221,7 @@ class Engine:
             if journey is None:
                 journey = journeys[entity] = Journey()
             elif journey.contributions is None:  # restored: what its events count now
-                contributions = self._contributions(funnel, journey.items, journey.carry)
-                journey.contributions = self._shared(contributions)
+                journey.contributions = self._counted(funnel, journey.items, journey.carry)
             item = Item(ts, event.event_id, event)
             bisect.insort(journey.items, item)
             self.added.append((funnel.name, entity, item))
@@ -253,8 +252,7 @@ class Engine:
         journey.carry = carry_after(funnel, dropped, journey.carry)
         # What the dropped events count stays in the counters; the journey now
         # answers only for what its kept events count.
-        kept = self._contributions(funnel, journey.items, journey.carry)
-        journey.contributions = self._shared(kept)
+        journey.contributions = self._counted(funnel, journey.items, journey.carry)
         journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
         self.dropped.extend((funnel.name, entity, item) for item in dropped)
 
@@ -272,14 +270,9 @@ class Engine:
         return any(step.matches(event) for step in funnel.steps)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
-        new = self._contributions(funnel, journey.items, journey.carry)
-        old = journey.contributions
-        horizon = self.retained_after()
-        for key in old.keys() | new.keys():
-            delta = new[key] - old[key]
-            if delta and key[3] >= horizon:  # buckets past retention stay dropped
-                self._add(key, delta)
-        journey.contributions = self._shared(new)
+        new = self._counted(funnel, journey.items, journey.carry)
+        self._apply(journey.contributions, new)
+        journey.contributions = new
         journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
 
     def _recompute_tail(self, funnel: Funnel, journey: Journey) -> None:
@@ -289,17 +282,8 @@ class Engine:
         if start == 0:
             self._recompute(funnel, journey)
         else:
-            new = self._shared(
-                self._contributions(funnel, journey.items[start:], journey.tail_carry)
-            )
-            old, whole = journey.tail, journey.contributions
-            horizon = self.retained_after()
-            for key in old.keys() | new.keys():
-                delta = new[key] - old[key]
-                if delta:
-                    whole[key] += delta
-                    if key[3] >= horizon:
-                        self._add(key, delta)
+            new = self._counted(funnel, journey.items[start:], journey.tail_carry)
+            self._apply(journey.tail, new, journey.contributions)
             journey.tail = new
         cut = append_cut(funnel, journey.items[journey.tail_from :])
         if cut > 0:
@@ -308,7 +292,20 @@ class Engine:
             journey.tail_carry = carry_after(funnel, head, carry)
             journey.tail_from += cut
             kept = journey.items[journey.tail_from :]
-            journey.tail = self._shared(self._contributions(funnel, kept, journey.tail_carry))
+            journey.tail = self._counted(funnel, kept, journey.tail_carry)
+
+    def _apply(self, old: Counter[Key], new: Counter[Key], whole: Counter | None = None) -> None:
+        """Move the counters by ``new - old`` (and ``whole``, the journey's total,
+        when ``old`` and ``new`` are only its tail)."""
+        horizon = self.retained_after()
+        for key in old.keys() | new.keys():
+            delta = new[key] - old[key]
+            if not delta:
+                continue
+            if whole is not None:
+                whole[key] += delta
+            if key[3] >= horizon:  # buckets past retention stay dropped
+                self._add(key, delta)
 
     def _add(self, key: Key, delta: int) -> None:
         counters = self.counters
@@ -322,6 +319,10 @@ class Engine:
             del counters[key]
             self.buckets[key[3]].discard(key)
         self.dirty_counters.add(key)
+
+    def _counted(self, funnel: Funnel, items: list[Item], carry: Carry | None) -> Counter[Key]:
+        """What ``items`` count, with the engine's one shared tuple per key."""
+        return self._shared(self._contributions(funnel, items, carry))
 
     def _shared(self, contributions: Counter[Key]) -> Counter[Key]:
         shared = self.keys.setdefault
