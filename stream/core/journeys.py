@@ -20,9 +20,6 @@ class Item:
     ts: float
     event_id: str
     event: Any = field(compare=False)
-    # The event as the journeys table stores it, kept once made: a journey is
-    # written whole on every change, and re-encoding its items dominated that.
-    stored: str | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -6,7 +6,7 @@ can keep to the partitions they own.
 
 A journey is stored as one record per event it holds, ``[p, funnel, entity,
 ts, event_id] -> event``, and one small record of the rest, ``[p, funnel,
-entity] -> {contrib, newest, carry}``: a change writes only what changed, and
+entity] -> {newest, carry}``: a change writes only what changed, and
 no record grows with an entity's activity (one journey record of a busy
 visitor outgrew Kafka's 1 MB message limit and stopped a worker).
 """
@@ -41,10 +41,10 @@ def parse_key(text: str) -> list[Any]:
 
 
 def dump_item(item: Item) -> str:
-    """The event as stored (kept once made: an event may be written again after a rebalance)."""
-    if item.stored is None:
-        item.stored = encode(item.event).decode()
-    return item.stored
+    """The event as stored. Each is written once, when it is added, so its
+    encoding is not kept (a copy of every held event was kept before, when a
+    journey was rewritten whole on every change)."""
+    return encode(item.event).decode()
 
 
 def dump_journey(journey: Journey) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def load_journey(value: dict[str, Any], items: Iterable[tuple[float, str, str]] 
     """A journey from its record and its events' ``(ts, event_id, stored event)``."""
     if "items" in value:  # written by a version that kept the events in this record
         items = [*items, *value["items"]]
-    loaded = [Item(ts, event_id, _event(raw), raw) for ts, event_id, raw in items]
+    loaded = [Item(ts, event_id, _event(raw)) for ts, event_id, raw in items]
     loaded.sort()
     carry = value.get("carry")
     return Journey(
