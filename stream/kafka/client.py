@@ -141,6 +141,19 @@ async def check_topics(settings: Settings, client: Any, names: list[str]) -> Non
         raise MissingTopics(settings.kafka_bootstrap, missing)
 
 
+async def start_producer(settings: Settings, producer: Any, check: bool = True) -> None:
+    """Start an aiokafka producer and, with ``check``, make sure the input topics
+    exist (MissingTopics otherwise); on any failure stop it again, else
+    "Unclosed AIOKafkaProducer" follows the real error."""
+    try:
+        await producer.start()
+        if check:
+            await check_topics(settings, producer.client, input_topics(settings))
+    except BaseException:
+        await producer.stop()
+        raise
+
+
 def faust_credentials(settings: Settings) -> Any:
     """Faust's ``broker_credentials`` for the same settings (None for PLAINTEXT)."""
     import faust

@@ -24,7 +24,7 @@ import orjson
 
 from stream.config import Settings
 from stream.core.events import AnyEvent, decode, entity_of
-from stream.kafka.client import check_topics, client_options, input_topics
+from stream.kafka.client import client_options, start_producer
 
 T = TypeVar("T")
 
@@ -62,13 +62,7 @@ class FunnelProducer:
         from aiokafka import AIOKafkaProducer
 
         producer = AIOKafkaProducer(**self.options)
-        try:
-            await producer.start()
-            if self.check:
-                await check_topics(self.settings, producer.client, input_topics(self.settings))
-        except BaseException:
-            await producer.stop()  # else "Unclosed AIOKafkaProducer" follows the real error
-            raise
+        await start_producer(self.settings, producer, self.check)
         self._producer = producer
 
     async def stop(self) -> None:

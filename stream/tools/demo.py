@@ -35,7 +35,7 @@ import orjson
 
 from stream.config import Settings
 from stream.core.events import entity_of
-from stream.kafka.client import MissingTopics, check_topics, client_options, input_topics
+from stream.kafka.client import client_options, start_producer
 
 # name: (share of visitors, conversion multiplier)
 CHANNELS = {
@@ -475,12 +475,7 @@ async def produce(
     )
     live_from = datetime.fromtimestamp(now, tz=UTC).isoformat(timespec="milliseconds")
     producer = AIOKafkaProducer(**client_options(settings), linger_ms=5, enable_idempotence=True)
-    await producer.start()
-    try:
-        await check_topics(settings, producer.client, input_topics(settings))
-    except MissingTopics:
-        await producer.stop()
-        raise
+    await start_producer(settings, producer)
     copy = open(out, "ab") if out else None  # noqa: SIM115 - closed in finally
     lessor = Lessor(leases, settings.api_token) if leases else None
     sent: dict[str, int] = {}
@@ -519,7 +514,7 @@ DEMO_ADDRESS_HEADER = "X-Forwarded-For"
 
 
 def visitor_address(visitor_id: str) -> str:
-    """A stable made-up address per visitor (documentation ranges, RFC 5737)."""
+    """A stable made-up address per visitor, in 198.51.0.0/16."""
     n = zlib.crc32(visitor_id.encode())
     return f"198.51.{n % 100}.{n // 100 % 254 + 1}"
 
