@@ -16,6 +16,7 @@ every counting partition, which takes the lowest as its watermark
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from stream.worker.metrics import REJECTED
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.supervision import unless_revoked
 from stream.worker.trace import trace_batch
-from stream.worker.transactions import ack_all, commits_held, send_in_transaction
+from stream.worker.transactions import Record, ack_all, commits_held, send_records
 
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
@@ -60,10 +61,12 @@ async def normalise_batch(
         if ts is not None and ts > newest.get(msg.tp, float("-inf")):
             newest[msg.tp] = ts
     marks = {tp: max(ctx.sent_marks.get(tp, NONE), newest.get(tp, NONE)) for tp in next_offsets}
+    sends = by_transaction(out)
+    for tp, record in mark_records(ctx, marks, next_offsets):
+        sends[(tp, ctx.settings.events_topic)].append(record)
     async with commits_held(ctx.app):
-        for source, topic, key, value, headers in out:
-            await send_in_transaction(ctx.app, source, topic, key, value, headers)
-        await send_marks(ctx, marks, next_offsets)
+        for (source, topic), records in sends.items():
+            await send_records(ctx.app, source, topic, records)
         await mark_handled(ctx.app, holes)
         await ack_all(stream, batch)
     ctx.source_next.update(next_offsets)  # committed with this batch's transaction
@@ -91,15 +94,24 @@ async def route(
     return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg)), ev.ts
 
 
-async def send_marks(ctx: Context, marks: dict[TP, float], next_offsets: dict[TP, int]) -> None:
-    """Each input partition's mark (newest event time so far, next input offset) to
-    every counting partition, in that input partition's transaction: after its events."""
-    topic = ctx.settings.events_topic
+def by_transaction(out: list[Outgoing]) -> dict[tuple[TP, str], list[Record]]:
+    """The batch's outgoing records per (source partition, topic), in order."""
+    sends: dict[tuple[TP, str], list[Record]] = defaultdict(list)
+    for source, topic, key, value, headers in out:
+        sends[(source, topic)].append((None, key, value, headers))
+    return sends
+
+
+def mark_records(
+    ctx: Context, marks: dict[TP, float], next_offsets: dict[TP, int]
+) -> list[tuple[TP, Record]]:
+    """Each input partition's mark (newest event time so far, next input offset) for
+    every counting partition, sent in that input partition's transaction after its events."""
+    out = []
     for tp, ts in marks.items():
         source = source_name(tp.topic, tp.partition)
         mark = {"source": source, "ts": None if ts == NONE else ts, "offset": next_offsets[tp]}
         value = orjson.dumps(mark)
         for partition in range(ctx.settings.partitions):
-            await send_in_transaction(
-                ctx.app, tp, topic, None, value, [(MARK_HEADER, b"1")], partition=partition
-            )
+            out.append((tp, (partition, None, value, [(MARK_HEADER, b"1")])))
+    return out

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 import faust
 from aiokafka.errors import IllegalOperation, ProducerFenced
 
+from stream.faust_fixes.batch_sends import TransactionGone
 from stream.worker.transactions import Revoked, batch_is_stale, begin_batch
 
 log = logging.getLogger("stream.worker")
@@ -51,7 +52,7 @@ async def unless_revoked(app: faust.App, agent: str, batch: list, handle: Awaita
     begin_batch()
     try:
         await handle
-    except (Revoked, IllegalOperation, ProducerFenced) as exc:
+    except (Revoked, TransactionGone, IllegalOperation, ProducerFenced) as exc:
         if not isinstance(exc, Revoked) and not (batch_is_stale() or app.rebalancing):
             raise
         log.warning(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -26,6 +27,8 @@ from typing import Any
 import faust
 import orjson
 from faust.types import TP
+
+from stream.faust_fixes.batch_sends import partition_of, topic_ready, transaction_producer
 
 
 class Revoked(Exception):  # noqa: N818 - a signal, not an error
@@ -161,18 +164,19 @@ async def write_state(
     ``keep=False`` writes the changelog only and drops the key from memory:
     for state the caller holds itself and reads back only after a recovery.
     """
+    if not updates:
+        return
+    check_not_revoked()
     data = table.data
-    changelog = table.changelog_topic.get_topic_name()
+    records: list[Record] = []
     for key, value in updates.items():
-        check_not_revoked()
         if value is None or not keep:
             drop_keys(table, (key,))
         else:
             data[key] = value
         raw = None if value is None else orjson.dumps(value)
-        await send_in_transaction(
-            app, source, changelog, orjson.dumps(key), raw, partition=source.partition
-        )
+        records.append((source.partition, orjson.dumps(key), raw, None))
+    await send_records(app, source, table.changelog_topic.get_topic_name(), records)
 
 
 def drop_keys(table: faust.Table, keys: Iterable[Any]) -> None:
@@ -190,6 +194,10 @@ async def ack_all(stream: faust.StreamT, events: Iterable[faust.EventT]) -> None
         await stream.ack(event)
 
 
+# (partition or None for the key's partition, key, value, headers)
+Record = tuple[int | None, bytes | None, bytes | None, list[tuple[str, bytes]] | None]
+
+
 async def send_in_transaction(
     app: faust.App,
     source: TP,
@@ -199,7 +207,13 @@ async def send_in_transaction(
     headers: list[tuple[str, bytes]] | None = None,
     partition: int | None = None,
 ) -> None:
-    """Produce to ``topic`` inside the open transaction of the *source* partition.
+    """Produce one record to ``topic`` inside the open transaction of ``source``."""
+    await send_records(app, source, topic, [(partition, key, value, headers)])
+
+
+async def send_records(app: faust.App, source: TP, topic: str, records: list[Record]) -> None:
+    """Produce ``records`` to ``topic`` inside the open transaction of the *source*
+    partition, in order per destination partition, a record batch per partition.
 
     Faust picks a transaction by the destination partition, which only fits
     changelogs co-partitioned with the source; forwarding to another topic
@@ -207,7 +221,23 @@ async def send_in_transaction(
     """
     check_not_revoked()
     group = app.assignor.group_for_topic(source.topic)
-    transactional_id = f"{app.conf.id}-{group}-{source.partition}"
-    await app.producer.send(
-        topic, key, value, partition, None, headers, transactional_id=transactional_id
-    )
+    aio, lock = transaction_producer(app, f"{app.conf.id}-{group}-{source.partition}")
+    await topic_ready(aio, topic)
+    by_partition: dict[int, list[Record]] = defaultdict(list)
+    for record in records:
+        p, key, value, _ = record
+        by_partition[partition_of(aio, topic, key, value) if p is None else p].append(record)
+    for p, group_records in by_partition.items():
+        batch = aio.create_batch()
+        for _, key, value, headers in group_records:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                await _send_batch(aio, lock, batch, topic, p)
+                batch = aio.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+        await _send_batch(aio, lock, batch, topic, p)
+
+
+async def _send_batch(aio: Any, lock: asyncio.Lock, batch: Any, topic: str, p: int) -> None:
+    check_not_revoked()
+    async with lock:
+        await aio.send_batch(batch, topic, partition=p)
