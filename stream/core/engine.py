@@ -94,6 +94,9 @@ COMPACT_AT = 64
 # an event lands after all of its others (shorter ones recompute whole: cheaper).
 TAIL_AT = 8
 
+# Attributions whose capped breakdown groups are remembered (``Engine._groups``).
+GROUP_MEMO_SIZE = 4096
+
 EntityItem = tuple[str, str, Item]  # (funnel, entity, event)
 
 
@@ -154,6 +157,7 @@ class Engine:
         # the state, so a restored engine caps exactly as before and can recompute
         # a journey's contributions instead of storing them.
         self.seen_values: dict[tuple[str, str], set[str]] = {}
+        self.group_memo: dict[tuple, list[tuple[str, str]]] = {}  # ``_groups``
         self.dirty_values: set[tuple[str, str]] = set()
         # One shared tuple per counter key: every journey holds the keys it
         # contributes to, and thousands of journeys contribute to the same ones
@@ -192,10 +196,12 @@ class Engine:
 
     def is_late(self, event: Any) -> bool:
         """Whether the event is late for any funnel it belongs to, or past retention."""
-        ts = event.ts
+        return self._late_in(event.ts, [f for f in self.funnels if self._relevant(f, event)])
+
+    def _late_in(self, ts: float, relevant: list[Funnel]) -> bool:
         if ts < self.watermark - self.retention:
-            return any(self._relevant(f, event) for f in self.funnels)
-        return any(ts < self.late_before(f) for f in self.funnels if self._relevant(f, event))
+            return bool(relevant)
+        return any(ts < self.late_before(f) for f in relevant)
 
     def relevant_funnels(self, event: Any) -> list[str]:
         return [f.name for f in self.funnels if self._relevant(f, event)]
@@ -207,14 +213,13 @@ class Engine:
         again later without counting twice in the funnels that took it.
         """
         ts = event.ts
-        if self.is_late(event):
-            for name in self.relevant_funnels(event):
-                self.late[name] += 1
+        relevant = [f for f in self.funnels if self._relevant(f, event)]
+        if self._late_in(ts, relevant):
+            for funnel in relevant:
+                self.late[funnel.name] += 1
             return False
         self.newest = max(self.newest, ts)
-        for funnel in self.funnels:
-            if not self._relevant(funnel, event):
-                continue
+        for funnel in relevant:
             entity = getattr(event, funnel.entity, None)
             journeys = self.journeys[funnel.name]
             journey = journeys.get(entity)
@@ -223,7 +228,10 @@ class Engine:
             elif journey.contributions is None:  # restored: what its events count now
                 journey.contributions = self._counted(funnel, journey.items, journey.carry)
             item = Item(ts, event.event_id, event)
-            bisect.insort(journey.items, item)
+            if journey.items and journey.items[-1].ts >= ts:
+                bisect.insort(journey.items, item)
+            else:  # the common case: after every other event
+                journey.items.append(item)
             self.added.append((funnel.name, entity, item))
             journey.newest = max(journey.newest, ts)
             # Strictly after every other event: one at the same time may sort after an
@@ -270,9 +278,8 @@ class Engine:
         return any(step.matches(event) for step in funnel.steps)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
-        new = self._counted(funnel, journey.items, journey.carry)
-        self._apply(journey.contributions, new)
-        journey.contributions = new
+        new = self._contributions(funnel, journey.items, journey.carry)
+        journey.contributions = self._move(journey.contributions, new)
         journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
 
     def _recompute_tail(self, funnel: Funnel, journey: Journey) -> None:
@@ -282,9 +289,8 @@ class Engine:
         if start == 0:
             self._recompute(funnel, journey)
         else:
-            new = self._counted(funnel, journey.items[start:], journey.tail_carry)
-            self._apply(journey.tail, new, journey.contributions)
-            journey.tail = new
+            new = self._contributions(funnel, journey.items[start:], journey.tail_carry)
+            journey.tail = self._move(journey.tail, new, journey.contributions)
         cut = append_cut(funnel, journey.items[journey.tail_from :])
         if cut > 0:
             carry = journey.tail_carry if journey.tail_from else journey.carry
@@ -294,18 +300,31 @@ class Engine:
             kept = journey.items[journey.tail_from :]
             journey.tail = self._counted(funnel, kept, journey.tail_carry)
 
-    def _apply(self, old: Counter[Key], new: Counter[Key], whole: Counter | None = None) -> None:
+    def _move(
+        self, old: Counter[Key], new: Counter[Key], whole: Counter | None = None
+    ) -> Counter[Key]:
         """Move the counters by ``new - old`` (and ``whole``, the journey's total,
-        when ``old`` and ``new`` are only its tail)."""
+        when ``old`` and ``new`` are only its tail); ``new`` with the engine's shared
+        keys. ``old`` is used up."""
         horizon = self.retained_after()
-        for key in old.keys() | new.keys():
-            delta = new[key] - old[key]
-            if not delta:
-                continue
-            if whole is not None:
-                whole[key] += delta
-            if key[3] >= horizon:  # buckets past retention stay dropped
-                self._add(key, delta)
+        shared = self.keys.setdefault
+        out: Counter[Key] = Counter()
+        for key, n in new.items():
+            key = shared(key, key)
+            out[key] = n
+            delta = n - old.pop(key, 0)
+            if delta:
+                self._change(key, delta, horizon, whole)
+        for key, was in old.items():  # no longer counted
+            if was:
+                self._change(key, -was, horizon, whole)
+        return out
+
+    def _change(self, key: Key, delta: int, horizon: float, whole: Counter | None) -> None:
+        if whole is not None:
+            whole[key] += delta
+        if key[3] >= horizon:  # buckets past retention stay dropped
+            self._add(key, delta)
 
     def _add(self, key: Key, delta: int) -> None:
         counters = self.counters
@@ -329,8 +348,10 @@ class Engine:
         return Counter({shared(k, k): n for k, n in contributions.items()})
 
     def _value(self, funnel: Funnel, dim: str, raw: str) -> str:
-        seen = self.seen_values.setdefault((funnel.name, dim), set())
-        if raw in seen:
+        seen = self.seen_values.get((funnel.name, dim))
+        if seen is None:
+            seen = self.seen_values[(funnel.name, dim)] = set()
+        elif raw in seen:
             return raw
         if len(seen) < funnel.top_n * INGEST_CAP_FACTOR:
             seen.add(raw)
@@ -339,8 +360,18 @@ class Engine:
         return OTHER
 
     def _groups(self, funnel: Funnel, attr: dict[str, str]) -> list[tuple[str, str]]:
-        """The total plus one (dimension, capped value) per breakdown."""
-        return [("", "")] + [(d, self._value(funnel, d, v)) for d, v in attr.items()]
+        """The total plus one (dimension, capped value) per breakdown.
+
+        Remembered per attribution: a raw value, once capped or kept, stays so
+        (``seen_values`` only grows), and every recompute asks again."""
+        memo_key = (funnel.name, *attr.items())
+        groups = self.group_memo.get(memo_key)
+        if groups is None:
+            if len(self.group_memo) >= GROUP_MEMO_SIZE:
+                self.group_memo.clear()
+            groups = [("", "")] + [(d, self._value(funnel, d, v)) for d, v in attr.items()]
+            self.group_memo[memo_key] = groups
+        return groups
 
     def _contributions(
         self, funnel: Funnel, items: list[Item], carry: Carry | None = None
@@ -361,13 +392,14 @@ class Engine:
             groups = self._groups(funnel, attempt["attr"])
             cohort = b(attempt["t0"])
             times = attempt["times"]
+            reached = [b(t) for t in times]
             for step in range(1, len(times)):
                 delay = times[step] - times[step - 1]
-                out[(name, ttc_metric(delay), step, b(times[step]), "", "")] += 1
-                out[(name, "ttc_ms", step, b(times[step]), "", "")] += round(delay * 1000)
+                out[(name, ttc_metric(delay), step, reached[step], "", "")] += 1
+                out[(name, "ttc_ms", step, reached[step], "", "")] += round(delay * 1000)
             for dim, value in groups:
-                for step, at in enumerate(attempt["times"]):
-                    out[(name, "reached", step, b(at), dim, value)] += 1
+                for step, at in enumerate(reached):
+                    out[(name, "reached", step, at, dim, value)] += 1
                     out[(name, "cohort", step, cohort, dim, value)] += 1
                 if funnel.mode == "pipeline":
                     for step in attempt["skipped"]:
@@ -553,6 +585,7 @@ class Engine:
                 self.seen_values.setdefault((key[0], key[4]), set()).add(key[5])
         for funnel_dim, kept in (values or {}).items():
             self.seen_values[funnel_dim] = set(kept)
+        self.group_memo.clear()
         self.watermark = watermark
 
     # ---- read -----------------------------------------------------------------
