@@ -45,16 +45,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 5.0, token: str = "") -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-def http_json(url: str, timeout: float = 5.0) -> Any:
-    status, body = http_get(url, timeout)
+def http_json(url: str, timeout: float = 5.0, token: str = "") -> Any:
+    status, body = http_get(url, timeout, token)
     if status != 200:
         raise AssertionError(f"GET {url} -> {status}: {body[:500]!r}")
     return json.loads(body)

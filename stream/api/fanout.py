@@ -117,10 +117,12 @@ class Fanout:
         return missing_partitions(self.partitions, answered)
 
 
-async def http_get_json(session: Any, url: str, params: dict[str, str]) -> dict:
-    """A peer's JSON answer over HTTP; any status but 200 is an error."""
+async def http_get_json(session: Any, url: str, params: dict[str, str], token: str = "") -> dict:
+    """A peer's JSON answer over HTTP (with the API token, where one is set: some
+    answers are private); any status but 200 is an error."""
     timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT)
-    async with session.get(url, params=params, timeout=timeout) as resp:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.get(url, params=params, timeout=timeout, headers=headers) as resp:
         if resp.status != 200:
             raise RuntimeError(f"{url} answered {resp.status}")
         return await resp.json()

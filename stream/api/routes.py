@@ -15,7 +15,7 @@ import faust
 from faust.web import View
 
 from stream.api import views
-from stream.api.tracking_numbers import MAX_BODY, tracking_number
+from stream.api.tracking_numbers import MAX_BODY, authorised, tracking_number, unauthorised
 from stream.api.views import Response, StateSource
 
 
@@ -25,6 +25,9 @@ class Route:
     name: str
     handle: Callable[..., Any]  # (source, params, **path parameters) -> Response or awaitable
     method: str = "get"
+    # Answers with visitor ids (personal data): with FUNNEL_API_TOKEN set, only
+    # for its bearer (workers send it to their peers). Counts stay open.
+    private: bool = False
 
 
 def _now(fn: Callable) -> Callable:
@@ -67,8 +70,8 @@ ROUTES = [
     Route("/api/funnels/{name}/chart.svg", "funnel_chart", _now(views.funnel_chart)),
     Route("/api/funnels/{name}/trend", "funnel_trend", _now(views.funnel_trend)),
     Route("/static/{name}", "static", lambda source, params, name: views.static(name)),
-    Route("/api/carts/abandoned", "abandoned_carts", _now(views.abandoned_carts)),
-    Route("/api/partials-carts", "partial_carts", views.partial_carts),
+    Route("/api/carts/abandoned", "abandoned_carts", _now(views.abandoned_carts), private=True),
+    Route("/api/partials-carts", "partial_carts", views.partial_carts, private=True),
     Route("/api/partials/{name}", "partials", views.partials),
     Route("/api/events-per-minute", "events_per_minute", lambda s, p: views.events_per_minute(s)),
     Route("/api/visits-per-minute", "visits_per_minute", lambda s, p: views.visits_per_minute(s)),
@@ -88,6 +91,9 @@ def to_web(web: View, response: Response) -> Any:
 
 
 async def dispatch(route: Route, source: StateSource, web: View, request: Any, **kw: Any) -> Any:
+    authorization = request.headers.get("Authorization", "")
+    if route.private and not authorised(source.settings.api_token, authorization):
+        return to_web(web, unauthorised())
     if route.method == "post":
         result = route.handle(source, dict(request.query), request)
     else:

@@ -51,10 +51,19 @@ def too_many(who: str, per_minute: float, wait: float) -> Response:
 
 
 def authorised(token: str, authorization: str) -> bool:
-    """With ``FUNNEL_API_TOKEN`` set, only ``Authorization: Bearer <token>`` may write."""
+    """With ``FUNNEL_API_TOKEN`` set, only ``Authorization: Bearer <token>`` may write
+    (and read per-visitor answers)."""
     if not token:
         return True
     return hmac.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+
+
+def unauthorised() -> Response:
+    return Response(
+        {"error": "missing or wrong bearer token (FUNNEL_API_TOKEN)"},
+        401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 async def tracking_number(
@@ -69,11 +78,7 @@ async def tracking_number(
     """``raw`` is the body as read, at most MAX_BODY + 1 bytes; ``client`` the
     caller's address, limited with ``limits`` per address and per session."""
     if not authorised(token, authorization):
-        return Response(
-            {"error": "missing or wrong bearer token (FUNNEL_API_TOKEN)"},
-            401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        return unauthorised()
     if limits is not None and (wait := limits.client.retry_after(client, now)):
         return too_many("client address", limits.per_client, wait)
     if len(raw) > MAX_BODY:

@@ -11,8 +11,8 @@ records for one partition with one future.
 Reaches into Faust's transaction producers (``Producer._transaction_producers``
 and ``_trn_locks``, faust-streaming 0.15.3) and aiokafka's partitioner
 (``AIOKafkaProducer._partition``, aiokafka 0.14) for the partition of a keyed
-record, the same one ``send`` would pick. tests/integration checks the
-records land as ``send`` would put them.
+record, the same one ``send`` would pick (tests/unit/test_batch_sends.py: the
+one Kafka's Java client picks, on Kafka's own murmur2 vectors).
 
 Delete when: Faust's producer offers a batch send into a transaction.
 """

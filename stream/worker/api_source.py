@@ -58,7 +58,8 @@ class WorkerSource:
         return list(fanout.peers_of(metadata, topic, str(app.conf.canonical_url)))
 
     async def get_json(self, url: str, params: dict[str, str]) -> dict:
-        return await fanout.http_get_json(self.ctx.app.http_client, url, params)
+        client, token = self.ctx.app.http_client, self.settings.api_token
+        return await fanout.http_get_json(client, url, params, token)
 
     def metrics(self) -> Response:
         body, content_type = exposition()

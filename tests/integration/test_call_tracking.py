@@ -172,9 +172,13 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
         assert (ann["talk_time_s"], ann["leads"], ann["won"]) == (395, 1, 1)
         assert ann["revenue"] == {"USD": 1500.0} and ann["lead_response"]["avg_s"] == 120.0
 
-        # Remarketing: the cart added and not bought, with its first touch.
+        # Remarketing: the cart added and not bought, with its first touch. The list
+        # names visitors: with a token set it is for the token's bearer only.
+        abandoned = f"{worker.url}/api/carts/abandoned?hours=1"
+        assert http_get(abandoned)[0] == 401
+        assert http_get(abandoned, token="wrong")[0] == 401
         carts = wait_for(
-            lambda: (c := http_json(f"{worker.url}/api/carts/abandoned?hours=1"))["count"] and c,
+            lambda: (c := http_json(abandoned, token="s3cret"))["count"] and c,
             30,
             "the abandoned cart to be listed",
         )
@@ -182,7 +186,7 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
         cart = carts["carts"][0]
         assert (cart["channel"], cart["campaign"], cart["cart_id"]) == ("social", "video", "k5")
         assert cart["value"] == {"USD": 49.9}
-        status, _ = http_get(f"{worker.url}/api/carts/abandoned?hours=-1")
+        status, _ = http_get(f"{worker.url}/api/carts/abandoned?hours=-1", token="s3cret")
         assert status == 400
 
         # The attribution travels in the normalised event: a replay needs no Redis.

@@ -130,7 +130,11 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
     """Two workers share four partitions: each answers the whole funnel; metrics add up."""
     # A long session timeout: a stopped worker that failed to leave the group would
     # hold its partitions for 30 s and then rebalance: beyond the deadline below.
-    env = unique_env(stack_env, FUNNEL_PARTITIONS="4", FUNNEL_SESSION_TIMEOUT="30")
+    # A token: the abandoned carts list (visitor ids) is private, and each worker
+    # asks its peer for their part with it.
+    env = unique_env(
+        stack_env, FUNNEL_PARTITIONS="4", FUNNEL_SESSION_TIMEOUT="30", FUNNEL_API_TOKEN="t0ken"
+    )
     settings = settings_for(env)
     asyncio.run(Stack(settings).create_topics())
     workers = [WorkerProcess(env, free_port(), name=f"w{i}").start() for i in range(2)]
@@ -142,6 +146,11 @@ def test_any_worker_answers_for_all_partitions(stack, stack_env):
             for w in workers:
                 url = f"{w.url}/api/funnels/{f.name}?window=all"
                 wait_answer(url, wants[f.name], settings=settings)
+
+        carts = [f"{w.url}/api/carts/abandoned?hours=840&limit=1000" for w in workers]
+        assert all(http_get(url)[0] == 401 for url in carts)
+        lists = [http_json(url, token="t0ken") for url in carts]
+        assert lists[0]["count"] > 0 and lists[0] == lists[1]
 
         # Commits keep up: every funnel.events partition's committed offset reaches
         # its end (but for transaction markers), so nothing counted above sits in a
