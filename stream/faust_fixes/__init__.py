@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from stream.faust_fixes.commit_monitor import fix_commit_monitor
 from stream.faust_fixes.fast_paths import speed_up_faust
+from stream.faust_fixes.parallel_commits import fix_parallel_commits
 from stream.faust_fixes.read_offset_race import fix_read_offset_race
 from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
 from stream.faust_fixes.stop_commit import fix_stop_commit
@@ -22,4 +23,5 @@ def apply_all() -> None:
     fix_read_offset_race()
     fix_stop_commit()
     fix_commit_monitor()
+    fix_parallel_commits()
     speed_up_faust()

@@ -17,6 +17,7 @@ from mode.utils.locks import Event
 from stream.faust_fixes import (
     apply_all,
     commit_monitor,
+    parallel_commits,
     read_offset_race,
     rebalance_state,
     recovery_highwaters,
@@ -182,3 +183,75 @@ def test_patched_transactional_commit_records_its_partitions() -> None:
     asyncio.run(TransactionManager.commit(manager, {EVENTS_TP: 7}))
     assert manager.sent == [{"g-0-0": {EVENTS_TP: 7}}]
     assert list(manager.committed_at) == [EVENTS_TP]
+
+
+class SlowTransaction:
+    """An aiokafka transactional producer whose every call is one 20 ms round trip."""
+
+    def __init__(self, log: list, tid: str, fail: bool = False) -> None:
+        self.log, self.tid, self.fail = log, tid, fail
+
+    async def _trip(self, what: str) -> None:
+        self.log.append((self.tid, what, "start"))
+        await asyncio.sleep(0.02)
+        if self.fail and what == "commit":
+            raise RuntimeError(f"{self.tid} fenced")
+        self.log.append((self.tid, what, "end"))
+
+    async def send_offsets_to_transaction(self, offsets, group_id):  # noqa: ANN001, ANN201
+        await self._trip("offsets")
+
+    async def commit_transaction(self):  # noqa: ANN201
+        await self._trip("commit")
+
+    async def begin_transaction(self):  # noqa: ANN201
+        await self._trip("begin")
+
+
+def producer_of(tids: list[str], log: list, failing: str = "") -> SimpleNamespace:
+    return SimpleNamespace(
+        _transaction_producers={t: SlowTransaction(log, t, t == failing) for t in tids},
+        _trn_locks={t: asyncio.Lock() for t in tids},
+    )
+
+
+def commit_all(fn, tids: list[str], failing: str = "") -> tuple[list, BaseException | None]:  # noqa: ANN001
+    log: list = []
+
+    async def run() -> BaseException | None:
+        try:
+            await fn(producer_of(tids, log, failing), dict.fromkeys(tids, {}), "g", True)
+        except RuntimeError as exc:
+            return exc
+        return None
+
+    return log, asyncio.run(run())
+
+
+def test_upstream_commits_one_transaction_after_another() -> None:
+    log, _ = commit_all(parallel_commits.upstream(), ["t1", "t2"])
+    # t2 starts only when t1 is done: twenty transactions, twenty times the trips.
+    assert log.index(("t2", "offsets", "start")) > log.index(("t1", "begin", "end"))
+
+
+def test_patched_commits_every_transaction_at_once_each_in_order() -> None:
+    apply_all()
+    from faust.transport.drivers.aiokafka import Producer
+
+    tids = [f"t{i}" for i in range(5)]
+    log, error = commit_all(Producer.commit_transactions, tids)
+    assert error is None
+    starts = [entry for entry in log if entry[1:] == ("offsets", "start")]
+    assert log[: len(tids)] == starts  # all began before any finished a trip
+    for tid in tids:  # each: offsets, commit, begin, in that order
+        mine = [what for t, what, when in log if t == tid and when == "end"]
+        assert mine == ["offsets", "commit", "begin"]
+
+
+def test_patched_commit_raises_the_failure_after_the_others_finished() -> None:
+    apply_all()
+    from faust.transport.drivers.aiokafka import Producer
+
+    log, error = commit_all(Producer.commit_transactions, ["t1", "t2", "t3"], failing="t2")
+    assert str(error) == "t2 fenced"
+    assert ("t1", "begin", "end") in log and ("t3", "begin", "end") in log
