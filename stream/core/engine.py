@@ -1,7 +1,9 @@
 """The funnel engine (DESIGN.md section 4): plain Python, no Kafka or Faust.
 
 Per funnel and entity it keeps the entity's relevant events in event-time
-order and the counter contributions they currently make. Every new event is
+order and the counter contributions they currently make. An event that lands
+after every other event of its entity (the common case) adds only what it
+counts (``_append``): it can change nothing counted before. Any other event is
 inserted in order and the entity's attempts are recomputed from its events;
 only the difference to the previous contributions is applied to the counters.
 So an event that arrives out of order (within the allowed lateness) gives
@@ -45,6 +47,7 @@ from stream.core.journeys import (
     Journey,
     attribution,
     call_state,
+    order_touch,
     orders,
     pipeline_attempts,
     sequence_attempts,
@@ -90,8 +93,9 @@ LEDGER_TYPES = {"calls": "call", "spend": "spend"}  # ledger mode -> the events 
 EXPIRE_STEPS = 100
 # A journey longer than this many events drops its settled ones (core/compaction.py).
 COMPACT_AT = 64
-# A journey longer than this many events recomputes only its last attempt when
-# an event lands after all of its others (shorter ones recompute whole: cheaper).
+# A pipeline journey longer than this many events recomputes only its last attempt
+# when an event lands after all of its others (shorter ones recompute whole:
+# cheaper). A sequence journey adds what such an event counts (``_append``).
 TAIL_AT = 8
 
 # Attributions whose capped breakdown groups are remembered (``Engine._groups``).
@@ -237,8 +241,10 @@ class Engine:
             # Strictly after every other event: one at the same time may sort after an
             # order of the same second and still open the attempt that order belongs to.
             items = journey.items
-            appended = len(items) > max(self.tail_at, 1) and items[-1] is item and items[-2].ts < ts
-            if appended and funnel.mode in ("sequence", "pipeline"):
+            appended = items[-1] is item and (len(items) == 1 or items[-2].ts < ts)
+            if appended and funnel.mode == "sequence":
+                self._append(funnel, journey, item)
+            elif appended and len(items) > max(self.tail_at, 1) and funnel.mode == "pipeline":
                 self._recompute_tail(funnel, journey)
             else:
                 self._recompute(funnel, journey)
@@ -276,6 +282,42 @@ class Engine:
                 funnel.pipeline is None or event.pipeline == funnel.pipeline
             )
         return any(step.matches(event) for step in funnel.steps)
+
+    def _append(self, funnel: Funnel, journey: Journey, item: Item) -> None:
+        """A sequence event after every other of its journey: add what it counts.
+
+        What was counted stays: the event can only reach the last attempt's next
+        step or open an attempt, and be an order (under the last attempt's touch).
+        The scan starts at the last attempt (``tail_from``, core/compaction.py).
+        """
+        start = journey.tail_from
+        carry = journey.tail_carry if start else journey.carry
+        items = journey.items[start:]
+        attempts = sequence_attempts(funnel, items)
+        added: Counter[Key] = Counter()
+        if attempts and attempts[-1]["times"][-1] == item.ts:  # only this event has its time
+            attempt = attempts[-1]
+            groups = self._groups(funnel, attempt["attr"])
+            self._step_keys(funnel.name, attempt, len(attempt["times"]) - 1, groups, added)
+        found = orders(funnel, items, carry)[0]
+        if found and found[-1][1] is item:
+            starts = [a["t0"] for a in attempts]
+            touch = order_touch(funnel, found[-1], starts, attempts, carry)
+            self._order_keys(funnel, found[-1], touch, added)
+        self._add_all(journey.contributions, added)
+        cut = attempts[-1]["i0"] if attempts else len(items)
+        if cut > 0:
+            journey.tail_carry = carry_after(funnel, items[:cut], carry)
+            journey.tail_from = start + cut
+
+    def _add_all(self, whole: Counter[Key], added: Counter[Key]) -> None:
+        """Add ``added`` to a journey's contributions (``whole``) and the counters."""
+        horizon = self.retained_after()
+        shared = self.keys.setdefault
+        for key, n in added.items():
+            if n:
+                key = shared(key, key)
+                self._change(key, n, horizon, whole)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items, journey.carry)
@@ -391,16 +433,9 @@ class Engine:
         for attempt in attempts:
             groups = self._groups(funnel, attempt["attr"])
             cohort = b(attempt["t0"])
-            times = attempt["times"]
-            reached = [b(t) for t in times]
-            for step in range(1, len(times)):
-                delay = times[step] - times[step - 1]
-                out[(name, ttc_metric(delay), step, reached[step], "", "")] += 1
-                out[(name, "ttc_ms", step, reached[step], "", "")] += round(delay * 1000)
+            for step in range(len(attempt["times"])):
+                self._step_keys(name, attempt, step, groups, out)
             for dim, value in groups:
-                for step, at in enumerate(reached):
-                    out[(name, "reached", step, at, dim, value)] += 1
-                    out[(name, "cohort", step, cohort, dim, value)] += 1
                 if funnel.mode == "pipeline":
                     for step in attempt["skipped"]:
                         out[(name, "skipped", step, b(attempt["times"][step]), dim, value)] += 1
@@ -415,6 +450,22 @@ class Engine:
             if funnel.mode == "pipeline":
                 self._deal_money(funnel, attempt, groups, out)
         return out
+
+    def _step_keys(
+        self, name: str, attempt: dict, step: int, groups: list, out: Counter[Key]
+    ) -> None:
+        """What reaching ``step`` in ``attempt`` counts: reached (period view) and
+        cohort per group, and the time to convert from the step before."""
+        b = self.bucket_of
+        times = attempt["times"]
+        at, cohort = b(times[step]), b(attempt["t0"])
+        if step:
+            delay = times[step] - times[step - 1]
+            out[(name, ttc_metric(delay), step, at, "", "")] += 1
+            out[(name, "ttc_ms", step, at, "", "")] += round(delay * 1000)
+        for dim, value in groups:
+            out[(name, "reached", step, at, dim, value)] += 1
+            out[(name, "cohort", step, cohort, dim, value)] += 1
 
     def _order_contributions(
         self,
@@ -432,33 +483,33 @@ class Engine:
         Attempts whose events were dropped are carried: their latest one is the
         latest opened before every kept event.
         """
-        name, last = funnel.name, len(funnel.steps) - 1
         starts = [a["t0"] for a in attempts]
-        dropped_t0 = carry.t0 if carry is not None else None
-        for k, item, began in orders(funnel, items, carry)[0]:
-            ev = item.event
-            i = bisect.bisect_right(starts, item.ts) - 1
-            if i >= 0 and starts[i] >= began:
-                attr = attempts[i]["attr"]
-            elif i < 0 and dropped_t0 is not None and dropped_t0 >= began:
-                attr = carry.attr
-            else:  # no visit in this journey before the order: its own attribution
-                attr = attribution(ev, funnel.breakdowns)
-            at = self.bucket_of(item.ts)
-            value = getattr(ev, "value", None)
-            money = f"{ev.currency or funnel.currency}" if value is not None else None
-            for dim, v in self._groups(funnel, attr):
-                out[(name, "orders", last, at, dim, v)] += 1
-                if money:
-                    out[(name, f"revenue:{money}", last, at, dim, v)] += cents(value)
-                if k == 0:
-                    out[(name, "customers", last, at, dim, v)] += 1
-                    continue
-                if k == 1:
-                    out[(name, "repeat_customers", last, at, dim, v)] += 1
-                out[(name, "repeat_orders", last, at, dim, v)] += 1
-                if money:
-                    out[(name, f"repeat_revenue:{money}", last, at, dim, v)] += cents(value)
+        for order in orders(funnel, items, carry)[0]:
+            touch = order_touch(funnel, order, starts, attempts, carry)
+            self._order_keys(funnel, order, touch, out)
+
+    def _order_keys(
+        self, funnel: Funnel, order: tuple[int, Item, float], attr: dict, out: Counter[Key]
+    ) -> None:
+        """What one order counts: the ``k``-th of its journey, with ``attr``'s touch."""
+        k, item, _ = order
+        name, last = funnel.name, len(funnel.steps) - 1
+        ev = item.event
+        at = self.bucket_of(item.ts)
+        value = getattr(ev, "value", None)
+        money = f"{ev.currency or funnel.currency}" if value is not None else None
+        for dim, v in self._groups(funnel, attr):
+            out[(name, "orders", last, at, dim, v)] += 1
+            if money:
+                out[(name, f"revenue:{money}", last, at, dim, v)] += cents(value)
+            if k == 0:
+                out[(name, "customers", last, at, dim, v)] += 1
+                continue
+            if k == 1:
+                out[(name, "repeat_customers", last, at, dim, v)] += 1
+            out[(name, "repeat_orders", last, at, dim, v)] += 1
+            if money:
+                out[(name, f"repeat_revenue:{money}", last, at, dim, v)] += cents(value)
 
     def _deal_money(
         self, funnel: Funnel, deal: dict, groups: list[tuple[str, str]], out: Counter[Key]

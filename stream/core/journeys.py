@@ -5,6 +5,7 @@ compaction. Each attempt remembers ``i0``, the index of the event that began it.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -46,8 +47,8 @@ class Journey:
     carry: Carry | None = None  # set once settled events were dropped
     checked: float = float("-inf")  # the horizon compaction last looked behind
     # Not stored: where the events a new *last* event can change begin (the last
-    # attempt's first event), the carry there, and what the events from there
-    # count (core/compaction.py, ``append_cut``). None: from the first event.
+    # attempt's first event), the carry there, and (pipelines) what the events
+    # from there count (core/compaction.py, ``append_cut``). 0: the first event.
     tail_from: int = 0
     tail_carry: Carry | None = None
     tail: Counter | None = None
@@ -180,6 +181,25 @@ def orders(
         out.append((chain.k, item, chain.began))
         chain.k += 1
     return out, chain
+
+
+def order_touch(
+    funnel: Funnel,
+    order: tuple[int, Item, float],
+    starts: list[float],
+    attempts: list[dict[str, Any]],
+    carry: Carry | None,
+) -> dict[str, str]:
+    """The first touch an order counts under: the latest attempt opened at or before
+    it in its journey (``starts``: the attempts' first times), else the latest one of
+    the dropped events (carried), else the order's own attribution."""
+    _, item, began = order
+    i = bisect.bisect_right(starts, item.ts) - 1
+    if i >= 0 and starts[i] >= began:
+        return attempts[i]["attr"]
+    if i < 0 and carry is not None and carry.t0 is not None and carry.t0 >= began:
+        return carry.attr or {}
+    return attribution(item.event, funnel.breakdowns)
 
 
 def call_state(items: list[Item]) -> dict[str, Any]:
