@@ -317,7 +317,9 @@ class Engine:
         for key, n in added.items():
             if n:
                 key = shared(key, key)
-                self._change(key, n, horizon, whole)
+                whole[key] += n
+                if key[3] >= horizon:  # buckets past retention stay dropped
+                    self._add(key, n)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items, journey.carry)

@@ -202,7 +202,10 @@ def forecast(
             cur: round(n / CENTS, 2) for cur, n in stage_cents(cohort, "open_amount", k).items()
         }
         configured = funnel.probabilities[k] if funnel.probabilities else None
-        p = configured if configured is not None else ratio(won, cohort.get(("cohort", k, "", "")))
+        reached = cohort.get(("cohort", k, "", ""))
+        # Weighted with the exact share; only the figure shown is rounded (weighting
+        # with the rounded share was off by a cent or more on large pipelines).
+        p = configured if configured is not None else (won / reached if reached else None)
         if p is not None:
             expected += open_k * p
             for cur, amount in open_amount.items():
@@ -212,7 +215,7 @@ def forecast(
                 "name": name,
                 "open": open_k,
                 "open_amount": open_amount,
-                "probability": p,
+                "probability": p if configured is not None else ratio(won, reached or 0),
                 "probability_from": "config" if configured is not None else "observed",
             }
         )
