@@ -8,14 +8,15 @@ fresh set of input topics with a seeded, realistic mix of all five event types
 then reads the same topics:
 
 1. the limit: a raw aiokafka consumer that only reads and decodes (orjson);
-2. the worker doing the full job (validation, de-dup, re-keying through the
+2. the engine alone: `funnel replay` of the same events from a file, in process;
+3. the worker doing the full job (validation, de-dup, re-keying through the
    internal topic, journeys, windowed counters, exactly-once commits), with 1,
    2, 3 workers, each count as its own consumer group from the beginning.
 
 A worker run is done when its group's committed offsets reach the end of the
 input topics and of its internal events topic (every event counted and
 committed). Figures: events/s over the processing time (first progress to
-done; worker start-up is reported apart) and the ratio to the raw consumer,
+done; worker start-up is reported apart) and the ratios to the raw consumer and to replay,
 plus each worker's resident memory at the end. Results: bench/results/scale.json.
 """
 
@@ -136,6 +137,34 @@ async def raw_consumer(settings: Settings, total: int) -> dict:
     return {"events": seen, "seconds": round(took, 2), "events_per_s": round(seen / took)}
 
 
+def replay_rate(settings: Settings, docs: list[dict]) -> dict:
+    """The engine alone: `funnel replay` (stream/tools/replay.py) of the same events
+    from a file, in this process: the ceiling of what a worker adds Kafka to."""
+    import tempfile
+
+    from stream.core.funnels import load_funnels
+    from stream.tools.replay import run_engine
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
+        began = time.monotonic()
+        _, counts = run_engine(
+            path,
+            load_funnels(settings.funnels or None),
+            settings.bucket,
+            settings.lateness,
+            settings.dedup_horizon,
+            progress=False,
+        )
+        took = time.monotonic() - began
+    return {
+        "events": counts["valid"],
+        "seconds": round(took, 2),
+        "events_per_s": round(len(docs) / took),
+    }
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -252,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME",
         help="record the first worker run with py-spy into bench/results/NAME.{txt,json}",
     )
+    parser.add_argument("--name", help="results file name (default: scale or scale-with-peer)")
     args = parser.parse_args(argv)
     tag = uuid.uuid4().hex[:6]
     env = {
@@ -268,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     docs = events(args.events)
     asyncio.run(produce(settings, docs))
     raw = asyncio.run(raw_consumer(settings, len(docs)))
+    replay = replay_rate(settings, docs)
+    replay["ratio_vs_raw"] = round(replay["events_per_s"] / raw["events_per_s"], 3)
     counts = [int(n) for n in args.workers.split(",")]
     profile = RESULTS / f"{args.profile}.txt" if args.profile else None
     runs = [
@@ -277,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     peer = run_quix_peer(settings, len(docs), tag) if args.peer else None
     for run in runs:
         run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
+        run["ratio_vs_replay"] = round(run["events_per_s"] / replay["events_per_s"], 3)
         one = runs[0]["events_per_s"]
         run["speedup_vs_first"] = round(run["events_per_s"] / one, 2)
         if peer:
@@ -288,18 +321,22 @@ def main(argv: list[str] | None = None) -> int:
         "entities": len(entities),
         "partitions": args.partitions,
         "raw_consumer": raw,
+        "replay": replay,
         "workers": runs,
     }
     if peer:
         peer["ratio_vs_raw"] = round(peer["events_per_s"] / raw["events_per_s"], 4)
         figures["quix_streams_peer"] = peer
-    name = args.profile or ("scale-with-peer" if peer else "scale")
+    name = args.name or args.profile or ("scale-with-peer" if peer else "scale")
     path = write_result(name, figures)
     print(f"\nraw consumer (read + decode): {raw['events_per_s']:>8} events/s")
+    rate, ratio = replay["events_per_s"], replay["ratio_vs_raw"]
+    print(f"funnel replay (the engine): {rate:>8} events/s  x{ratio} of raw")
     for run in runs:
         print(
             f"{run['workers']} worker(s): {run['events_per_s']:>8} events/s  "
-            f"x{run['ratio_vs_raw']} of raw  x{run['speedup_vs_first']} of one worker  "
+            f"x{run['ratio_vs_raw']} of raw  x{run['ratio_vs_replay']} of replay  "
+            f"x{run['speedup_vs_first']} of one worker  "
             f"start-up {run['startup_s']}s  rss {run['rss_mb']} MB"
         )
     if peer:
