@@ -210,11 +210,15 @@ class Engine:
     def relevant_funnels(self, event: Any) -> list[str]:
         return [f.name for f in self.funnels if self._relevant(f, event)]
 
-    def process(self, event: Any) -> bool:
+    def process(self, event: Any, replace: bool = False) -> bool:
         """Apply one valid, de-duplicated event; False if it is late (then applied nowhere).
 
         All or nothing, so a late event on the dead-letter topic can be sent
         again later without counting twice in the funnels that took it.
+        ``replace``: the event corrects one applied before with the same
+        ``event_id`` (a deal re-attributed once its call is known): that one is
+        taken out first, so the journey holds what it would have held had the
+        corrected event come in the first place.
         """
         ts = event.ts
         relevant = [f for f in self.funnels if self._relevant(f, event)]
@@ -231,6 +235,7 @@ class Engine:
                 journey = journeys[entity] = Journey()
             elif journey.contributions is None:  # restored: what its events count now
                 journey.contributions = self._counted(funnel, journey.items, journey.carry)
+            removed = replace and self._take_out(funnel.name, entity, journey, event.event_id)
             item = Item(ts, event.event_id, event)
             if journey.items and journey.items[-1].ts >= ts:
                 bisect.insort(journey.items, item)
@@ -241,7 +246,7 @@ class Engine:
             # Strictly after every other event: one at the same time may sort after an
             # order of the same second and still open the attempt that order belongs to.
             items = journey.items
-            appended = items[-1] is item and (len(items) == 1 or items[-2].ts < ts)
+            appended = not removed and items[-1] is item and (len(items) == 1 or items[-2].ts < ts)
             if appended and funnel.mode == "sequence":
                 self._append(funnel, journey, item)
             elif appended and len(items) > max(self.tail_at, 1) and funnel.mode == "pipeline":
@@ -252,6 +257,15 @@ class Engine:
                 self._compact(funnel, entity, journey)
             self.dirty_journeys.add((funnel.name, entity))
         return True
+
+    def _take_out(self, funnel: str, entity: str, journey: Journey, event_id: str) -> bool:
+        """Remove the journey's event with ``event_id``; whether there was one."""
+        for i, held in enumerate(journey.items):
+            if held.event_id == event_id:
+                del journey.items[i]
+                self.dropped.append((funnel, entity, held))
+                return True
+        return False
 
     def _compact(self, funnel: Funnel, entity: str, journey: Journey) -> None:
         """Drop the journey's settled events (at most once per bucket of watermark)."""

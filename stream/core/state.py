@@ -60,10 +60,9 @@ def dump_journey(journey: Journey) -> dict[str, Any]:
 def journey_records(partition: int, changes: Changes) -> dict[str, Any]:
     """The journeys table's records for an engine's changes (None: delete the key)."""
     p = partition
-    records: dict[str, Any] = {
-        item_key(p, f, e, item): dump_item(item) for f, e, item in changes.added
-    }
-    records.update((item_key(p, f, e, item), None) for f, e, item in changes.dropped)
+    # Dropped first: a corrected event replaces one with the same key.
+    records: dict[str, Any] = {item_key(p, f, e, item): None for f, e, item in changes.dropped}
+    records.update((item_key(p, f, e, item), dump_item(item)) for f, e, item in changes.added)
     for (f, e), journey in changes.journeys.items():
         records[journey_key(p, f, e)] = None if journey is None else dump_journey(journey)
     return records

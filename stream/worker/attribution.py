@@ -23,12 +23,13 @@ log = logging.getLogger("stream.worker")
 MAX_DELAY = 5.0  # seconds between retries while Redis is down
 
 
-async def enrich(ctx: Context, ev: Any, raw: bytes, msg: Any) -> bytes:
-    """The event's bytes with the call-tracking touch filled in, once Redis answers."""
+async def enrich(ctx: Context, ev: Any, raw: bytes, msg: Any) -> tuple[bytes, list[bytes]]:
+    """The event's bytes with the call-tracking touch filled in, once Redis answers,
+    and corrections of deal events that waited for this call."""
     delay, since = 0.5, None
     while True:
         try:
-            raw, result = await attribute(ctx.store, ev, raw)
+            raw, result, fixes = await attribute(ctx.store, ev, raw)
         except RedisError as exc:
             if since is None:
                 since = time.monotonic()
@@ -45,7 +46,9 @@ async def enrich(ctx: Context, ev: Any, raw: bytes, msg: Any) -> bytes:
                 extra={"held_s": round(time.monotonic() - since, 1)},
             )
         ATTRIBUTED.labels(type=ev.type, result=result).inc()
-        return raw
+        if fixes:
+            ATTRIBUTED.labels(type="deal_stage", result="corrected").inc(len(fixes))
+        return raw, fixes
 
 
 def redis_down(ctx: Context, exc: Exception, msg: Any) -> None:

@@ -31,7 +31,13 @@ from stream.core import dedup, state
 from stream.core.event_counts import minute_key
 from stream.core.events import Rejection, decode
 from stream.worker.context import Context
-from stream.worker.dead_letters import MARK_HEADER, SOURCE_HEADER, header, late_headers
+from stream.worker.dead_letters import (
+    CORRECTION_HEADER,
+    MARK_HEADER,
+    SOURCE_HEADER,
+    header,
+    late_headers,
+)
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.normalise import BATCH_SIZE, BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
@@ -105,16 +111,20 @@ def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
     prior = applied.first_seen[p].get(key)
     if prior is None:
         prior = ctx.tables.seen.data.get(key)
-    if dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon):
+    correction = header(msg, CORRECTION_HEADER) is not None
+    seen = dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon)
+    if seen and not correction:
         applied.duplicates[source] += 1
         return
     applied.first_seen[p][key] = ev.ts
     engine = engine_for(ctx, p)
-    if not engine.process(ev):
+    if not engine.process(ev, replace=correction):
         for name in engine.relevant_funnels(ev):
             LATE_TOTAL.labels(funnel=name).inc()
         late = late_rejection(ctx, ev, engine.watermark)
         applied.late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
+        return
+    if seen:  # a correction of an event counted before: not another event
         return
     applied.counted[(source, ev.type)] += 1
     ctx.newest_event[source] = max(ctx.newest_event.get(source, ev.ts), ev.ts)

@@ -8,6 +8,9 @@ from stream.core.events import Rejection
 
 SOURCE_HEADER = "src"  # the input topic of a re-keyed event on the events topic
 MARK_HEADER = "mark"  # an input partition's progress on the events topic, not an event
+# An event sent again with fields filled in (a deal once its call came): it replaces
+# the one with its event_id instead of being dropped as a duplicate.
+CORRECTION_HEADER = "correction"
 
 
 def header(msg: Any, name: str) -> str | None:

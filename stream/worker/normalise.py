@@ -27,7 +27,12 @@ from faust.types import TP
 from stream.core.events import Rejection, decode, entity_of
 from stream.core.watermark import NONE, source_name
 from stream.worker.context import Context
-from stream.worker.dead_letters import MARK_HEADER, dead_letter_headers, source_headers
+from stream.worker.dead_letters import (
+    CORRECTION_HEADER,
+    MARK_HEADER,
+    dead_letter_headers,
+    source_headers,
+)
 from stream.worker.metrics import REJECTED
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.supervision import unless_revoked
@@ -37,7 +42,8 @@ from stream.worker.transactions import Record, ack_all, commits_held, send_recor
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
 
-Enrich = Callable[[Context, Any, bytes, Any], Awaitable[bytes]]
+# (event bytes attributed, corrections of events sent before: same ids, filled in)
+Enrich = Callable[[Context, Any, bytes, Any], Awaitable[tuple[bytes, list[bytes]]]]
 Outgoing = tuple[Any, str, bytes | None, bytes, list[tuple[str, bytes]]]
 
 
@@ -57,7 +63,7 @@ async def normalise_batch(
     out, newest = [], {}
     for msg in messages:
         outgoing, ts = await route(ctx, msg, enrich, now)
-        out.append(outgoing)
+        out += outgoing
         if ts is not None and ts > newest.get(msg.tp, float("-inf")):
             newest[msg.tp] = ts
     marks = {tp: max(ctx.sent_marks.get(tp, NONE), newest.get(tp, NONE)) for tp in next_offsets}
@@ -77,9 +83,10 @@ async def normalise_batch(
 
 async def route(
     ctx: Context, msg: Any, enrich: Enrich | None, now: float
-) -> tuple[Outgoing, float | None]:
+) -> tuple[list[Outgoing], float | None]:
     """Where one input message goes: the dead-letter topic, or the events topic by
-    entity; with the event time of a valid event."""
+    entity (with any corrections ``enrich`` makes); with the event time of a valid
+    event."""
     raw = msg.value if msg.value is not None else b""
     try:
         ev = decode(raw, ctx.topic_type[msg.topic], now)
@@ -87,11 +94,16 @@ async def route(
         REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
         headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
-        return (msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers), None
+        return [(msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)], None
+    fixes: list[bytes] = []
     if enrich is not None:
-        raw = await enrich(ctx, ev, raw, msg)
-    key = entity_of(ev).encode()
-    return (msg.tp, ctx.settings.events_topic, key, raw, source_headers(msg)), ev.ts
+        raw, fixes = await enrich(ctx, ev, raw, msg)
+    topic, headers = ctx.settings.events_topic, source_headers(msg)
+    out = [(msg.tp, topic, entity_of(ev).encode(), raw, headers)]
+    for fix in fixes:  # each keyed like the event it corrects
+        key = entity_of(decode(fix, now=float("inf"))).encode()
+        out.append((msg.tp, topic, key, fix, [*headers, (CORRECTION_HEADER, b"1")]))
+    return out, ev.ts
 
 
 def by_transaction(out: list[Outgoing]) -> dict[tuple[TP, str], list[Record]]:

@@ -9,7 +9,9 @@ Keys (prefix ``funnel:`` by default):
   a hash of the lease (visitor, session, touch, until): the history that a
   call at time t is looked up in;
 - ``session:<id>``: the number a session holds (the same session gets it back);
-- ``call:<id>`` and ``visitor:<id>``: touches a later deal can inherit.
+- ``call:<id>`` and ``visitor:<id>``: touches a later deal can inherit;
+- ``waiting:<call id>``: deal events that named a call before it came (their
+  original bytes), corrected and sent again when it comes.
 Lease history and links expire after ``keep`` seconds (default 35 days).
 """
 
@@ -20,7 +22,12 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from stream.core.tracking import TOUCH_FIELDS, Tracking, fill
+from stream.core.tracking import TOUCH_FIELDS, Tracking, corrected, fill
+
+# Deal events kept per call not seen yet (the newest), and how long they are kept
+# once the call came (a batch read again after a crash sends them again).
+WAITING_PER_CALL = 100
+WAITING_AFTER_CALL_S = 600
 
 # Leases the least recently used free number, or extends the session's own.
 # KEYS: pool, session key. ARGV: now, lease seconds, record JSON, prefix, keep.
@@ -117,6 +124,26 @@ class TrackingStore:
         key = f"{self.prefix}call:{call_id}"
         await self.redis.set(key, orjson.dumps(touch), ex=self.keep)
 
+    async def wait_for_call(self, call_id: str, raw: bytes) -> None:
+        """Keep a deal event that names a call not seen yet, to correct it when it comes."""
+        key = f"{self.prefix}waiting:{call_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, raw)
+            pipe.ltrim(key, -WAITING_PER_CALL, -1)
+            pipe.expire(key, self.keep)
+            await pipe.execute()
+
+    async def deals_waiting(self, call_id: str) -> list[bytes]:
+        """The deal events waiting for this call. They are kept a few minutes more, so
+        a batch read again after a crash sends their corrections again (a correction
+        is idempotent); later events of the same call find none."""
+        key = f"{self.prefix}waiting:{call_id}"
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.expire(key, WAITING_AFTER_CALL_S, lt=True)
+            waiting, _ = await pipe.execute()
+        return list(waiting)
+
     async def touch_of_call(self, call_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(f"{self.prefix}call:{call_id}")
         return None if raw is None else orjson.loads(raw)
@@ -126,16 +153,19 @@ class TrackingStore:
         return None if raw is None else orjson.loads(raw)
 
 
-async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes, str]:
-    """The event as it goes to the internal topic, and how it was attributed.
+async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes, str, list[bytes]]:
+    """The event as it goes to the internal topic, how it was attributed, and
+    corrections of deal events sent before (to replace them, same event ids).
 
     A call gets the touch of the lease its number had at the call's time (or
     the static number's source): result ``lease``, ``static`` or ``none``;
-    the touch is remembered for deals that name the call. A deal stage without
-    a channel inherits its call's touch, else its visitor's first touch:
-    ``call``, ``visitor``, ``none``; one that has a channel is left as it is
-    (``own``). Other events pass through (``own``). Redis errors propagate: the
-    caller holds the event back and retries, never guessing "unknown".
+    the touch is remembered for deals that name the call, and the deal events
+    that named it before it came are sent again as if it had come first. A
+    deal stage without a channel inherits its call's touch, else its visitor's
+    first touch: ``call``, ``visitor``, ``none``; one whose call is not known
+    yet waits for it (in Redis, its original bytes). One that has a channel is
+    left as it is (``own``). Other events pass through (``own``). Redis errors
+    propagate: the caller holds the event back and retries, never guessing.
     """
     if event.type == "call":
         touch = await store.touch_of_number(event.tracking_number, event.ts)
@@ -143,18 +173,22 @@ async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes
         doc = orjson.loads(raw)
         filled = fill(doc, touch)
         link = {k: doc[k] for k in (*TOUCH_FIELDS, "visitor_id") if doc.get(k)}
+        fixes = []
         if link:
             await store.remember_call(event.call_id, link)
-        return (orjson.dumps(doc) if filled else raw), result
+            fixes = [corrected(deal, link) for deal in await store.deals_waiting(event.call_id)]
+        return (orjson.dumps(doc) if filled else raw), result, fixes
     if event.type == "deal_stage" and event.channel is None:
         touch, result = None, "none"
         if event.call_id:
             touch, result = await store.touch_of_call(event.call_id), "call"
+            if touch is None:
+                await store.wait_for_call(event.call_id, raw)
         if touch is None and event.visitor_id:
             touch, result = await store.touch_of_visitor(event.visitor_id), "visitor"
         if touch is None:
-            return raw, "none"
+            return raw, "none", []
         doc = orjson.loads(raw)
         fill(doc, touch)
-        return orjson.dumps(doc), result
-    return raw, "own"
+        return orjson.dumps(doc), result, []
+    return raw, "own", []

@@ -198,6 +198,65 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
         worker.stop()
 
 
+def test_a_call_that_arrives_after_its_deal_moves_the_deal_to_the_calls_touch(
+    stack, stack_env, tmp_path
+):
+    """The CRM posts the deal before call tracking posts the call (webhooks race):
+    the deal is first counted without a touch, then, once the call comes, under
+    the call's campaign and keyword, exactly as a deal whose call came first."""
+    env = tracking_env(stack_env, tmp_path)
+    settings = settings_for(env)
+    asyncio.run(Stack(settings).create_topics())
+    worker = WorkerProcess(env, free_port()).start()
+    leases = f"{worker.url}/api/tracking-numbers"
+    try:
+        first = {"visitor_id": "v1", "session_id": "s1", **TOUCH, "campaign": "alpha"}
+        late = {"visitor_id": "v2", "session_id": "s2", **TOUCH, "campaign": "beta",
+                "keyword": "blue boots"}  # fmt: skip
+        numbers = [post(leases, body)[1]["number"] for body in (first, late)]
+        now = time.time()
+        answered = {"direction": "inbound", "answered": True, "duration_s": 60}
+        with SyncFunnelProducer(settings) as producer:
+            # The way the design expects: the call, then its deal.
+            producer.call("c1", numbers[0], occurred_at=iso(now), **answered)
+            wait_for(
+                lambda: metric_sum(worker.metrics(), "funnel_attribution_total", result="lease"),
+                60,
+                "the first call to be attributed",
+            )
+            for deal, call in (("d1", "c1"), ("d2", "c2")):
+                producer.deal_stage(deal, "lead", call_id=call, occurred_at=iso(now + 30))
+                producer.deal_stage(
+                    deal, "won", status="won", amount=900, currency="USD", call_id=call,
+                    occurred_at=iso(now + 90),
+                )  # fmt: skip
+
+        def sales(breakdown: str) -> dict:
+            url = f"{worker.url}/api/funnels/sales?window=all&breakdown={breakdown}"
+            return http_json(url)["breakdown"][breakdown]
+
+        # d2's call has not come: d2 is counted, but without a campaign.
+        wait_for(lambda: sales("campaign").get("unknown", {}).get("won") == 1, 60, "d2 counted")
+        with SyncFunnelProducer(settings) as producer:
+            producer.call("c2", numbers[1], occurred_at=iso(now + 5), **answered)
+        by_campaign = wait_for(
+            lambda: "unknown" not in (c := sales("campaign")) and c, 60, "d2 to move to c2's touch"
+        )
+        for campaign in ("alpha", "beta"):
+            row = by_campaign[campaign]
+            assert (row["leads"], row["won"], row["revenue"]) == (1, 1, {"USD": 900.0}), row
+        keywords = sales("keyword")
+        assert keywords["blue boots"]["won"] == 1 and keywords["red boots"]["won"] == 1
+        assert "unknown" not in keywords
+        metrics = worker.metrics()
+        assert metric_sum(metrics, "funnel_attribution_total", result="corrected") == 2
+        # A correction is not another event: two deal stages per deal were counted.
+        counted = metric_sum(metrics, "funnel_events_total", type="deal_stage")
+        assert counted == 4, counted
+    finally:
+        worker.stop()
+
+
 def stack_cmd(env: dict[str, str], *args: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "stream", "stack", *args], env=env, capture_output=True, text=True
