@@ -228,44 +228,55 @@ class Engine:
             return False
         self.newest = max(self.newest, ts)
         for funnel in relevant:
-            entity = getattr(event, funnel.entity, None)
-            journeys = self.journeys[funnel.name]
-            journey = journeys.get(entity)
-            if journey is None:
-                journey = journeys[entity] = Journey()
-            elif journey.contributions is None:  # restored: what its events count now
-                journey.contributions = self._counted(funnel, journey.items, journey.carry)
-            removed = replace and self._take_out(funnel.name, entity, journey, event.event_id)
-            item = Item(ts, event.event_id, event)
-            if journey.items and journey.items[-1].ts >= ts:
-                bisect.insort(journey.items, item)
-            else:  # the common case: after every other event
-                journey.items.append(item)
-            self.added.append((funnel.name, entity, item))
-            journey.newest = max(journey.newest, ts)
-            # Strictly after every other event: one at the same time may sort after an
-            # order of the same second and still open the attempt that order belongs to.
-            items = journey.items
-            appended = not removed and items[-1] is item and (len(items) == 1 or items[-2].ts < ts)
-            if appended and funnel.mode == "sequence":
-                self._append(funnel, journey, item)
-            elif appended and len(items) > max(self.tail_at, 1) and funnel.mode == "pipeline":
-                self._recompute_tail(funnel, journey)
-            else:
-                self._recompute(funnel, journey)
-            if len(journey.items) > self.compact_at:
-                self._compact(funnel, entity, journey)
-            self.dirty_journeys.add((funnel.name, entity))
+            self._apply_to(funnel, event, replace)
         return True
 
-    def _take_out(self, funnel: str, entity: str, journey: Journey, event_id: str) -> bool:
-        """Remove the journey's event with ``event_id``; whether there was one."""
+    def _apply_to(self, funnel: Funnel, event: Any, replace: bool) -> None:
+        """One funnel's part of ``process``.
+
+        A sequence journey that has only had events land after all of its others
+        keeps no contributions (``None``: half of its memory): ``_append`` adds
+        what each counts. Before any other change they are computed from its
+        events, and then kept (an entity whose events come out of order, as in a
+        backlog, would otherwise compute them twice per event).
+        """
+        ts, entity = event.ts, getattr(event, funnel.entity, None)
+        journeys = self.journeys[funnel.name]
+        journey = journeys.get(entity)
+        if journey is None:
+            lazy = funnel.mode == "sequence"
+            journey = journeys[entity] = Journey(contributions=None if lazy else Counter())
+        appends = not replace and (not journey.items or journey.items[-1].ts < ts)
+        if journey.contributions is None and not (appends and funnel.mode == "sequence"):
+            journey.contributions = self._counted(funnel, journey.items, journey.carry)
+        if replace:
+            self._take_out(funnel.name, entity, journey, event.event_id)
+        item = Item(ts, event.event_id, event)
+        if appends:  # the common case: after every other event
+            journey.items.append(item)
+        else:
+            bisect.insort(journey.items, item)
+        self.added.append((funnel.name, entity, item))
+        journey.newest = max(journey.newest, ts)
+        # Strictly after every other event: one at the same time may sort after an
+        # order of the same second and still open the attempt that order belongs to.
+        if appends and funnel.mode == "sequence":
+            self._append(funnel, journey, item)
+        elif appends and len(journey.items) > max(self.tail_at, 1) and funnel.mode == "pipeline":
+            self._recompute_tail(funnel, journey)
+        else:
+            self._recompute(funnel, journey)
+        if len(journey.items) > self.compact_at:
+            self._compact(funnel, entity, journey)
+        self.dirty_journeys.add((funnel.name, entity))
+
+    def _take_out(self, funnel: str, entity: str, journey: Journey, event_id: str) -> None:
+        """Remove the journey's event with ``event_id``, if it holds one."""
         for i, held in enumerate(journey.items):
             if held.event_id == event_id:
                 del journey.items[i]
                 self.dropped.append((funnel, entity, held))
-                return True
-        return False
+                return
 
     def _compact(self, funnel: Funnel, entity: str, journey: Journey) -> None:
         """Drop the journey's settled events (at most once per bucket of watermark)."""
@@ -280,7 +291,8 @@ class Engine:
         journey.carry = carry_after(funnel, dropped, journey.carry)
         # What the dropped events count stays in the counters; the journey now
         # answers only for what its kept events count.
-        journey.contributions = self._counted(funnel, journey.items, journey.carry)
+        if journey.contributions is not None:
+            journey.contributions = self._counted(funnel, journey.items, journey.carry)
         journey.tail_from, journey.tail_carry, journey.tail = 0, None, None
         self.dropped.extend((funnel.name, entity, item) for item in dropped)
 
@@ -324,14 +336,16 @@ class Engine:
             journey.tail_carry = carry_after(funnel, items[:cut], carry)
             journey.tail_from = start + cut
 
-    def _add_all(self, whole: Counter[Key], added: Counter[Key]) -> None:
-        """Add ``added`` to a journey's contributions (``whole``) and the counters."""
+    def _add_all(self, whole: Counter[Key] | None, added: Counter[Key]) -> None:
+        """Add ``added`` to the counters and to a journey's contributions (``whole``,
+        where it keeps them)."""
         horizon = self.retained_after()
         shared = self.keys.setdefault
         for key, n in added.items():
             if n:
                 key = shared(key, key)
-                whole[key] += n
+                if whole is not None:
+                    whole[key] += n
                 if key[3] >= horizon:  # buckets past retention stay dropped
                     self._add(key, n)
 

@@ -41,7 +41,8 @@ class Carry:
 @dataclass
 class Journey:
     items: list[Item] = field(default_factory=list)
-    # What its events count now; None once restored, until it is next touched.
+    # What its events count now. None: not kept (restored, or a sequence journey
+    # whose events all came in order) until a change needs them (core/engine.py).
     contributions: Counter | None = field(default_factory=Counter)
     newest: float = 0.0
     carry: Carry | None = None  # set once settled events were dropped
