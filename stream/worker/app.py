@@ -37,7 +37,7 @@ from stream.kafka.client import (
 )
 from stream.logs import RejectLog
 from stream.net import is_loopback, port_open
-from stream.worker import attribution, count, normalise, partitions, task_dump
+from stream.worker import attribution, count, normalise, partitions
 from stream.worker.api_source import WorkerSource
 from stream.worker.context import Context, Tables
 from stream.worker.metrics import FUNNEL_STATE
@@ -217,6 +217,5 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
         redirect_stdouts=False,
     )
     log.info("worker starting", extra={"web_port": port, "broker": settings.kafka_bootstrap})
-    task_dump.install()  # kill -USR1 <pid>: log what every task awaits
     worker.execute_from_commandline()
     return 0
