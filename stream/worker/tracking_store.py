@@ -140,8 +140,10 @@ class TrackingStore:
         key = f"{self.prefix}waiting:{call_id}"
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrange(key, 0, -1)
-            pipe.expire(key, WAITING_AFTER_CALL_S, lt=True)
-            waiting, _ = await pipe.execute()
+            pipe.ttl(key)
+            waiting, ttl = await pipe.execute()
+        if ttl > WAITING_AFTER_CALL_S:  # (EXPIRE ... LT needs Redis 7; this works on 6)
+            await self.redis.expire(key, WAITING_AFTER_CALL_S)
         return list(waiting)
 
     async def touch_of_call(self, call_id: str) -> dict[str, Any] | None:
