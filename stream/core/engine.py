@@ -331,10 +331,7 @@ class Engine:
             touch = order_touch(funnel, found[-1], starts, attempts, carry)
             self._order_keys(funnel, found[-1], touch, added)
         self._add_all(journey.contributions, added)
-        cut = attempts[-1]["i0"] if attempts else len(items)
-        if cut > 0:
-            journey.tail_carry = carry_after(funnel, items[:cut], carry)
-            journey.tail_from = start + cut
+        self._advance_tail(funnel, journey, attempts[-1]["i0"] if attempts else len(items))
 
     def _add_all(self, whole: Counter[Key] | None, added: Counter[Key]) -> None:
         """Add ``added`` to the counters and to a journey's contributions (``whole``,
@@ -343,11 +340,7 @@ class Engine:
         shared = self.keys.setdefault
         for key, n in added.items():
             if n:
-                key = shared(key, key)
-                if whole is not None:
-                    whole[key] += n
-                if key[3] >= horizon:  # buckets past retention stay dropped
-                    self._add(key, n)
+                self._change(shared(key, key), n, horizon, whole)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items, journey.carry)
@@ -363,14 +356,20 @@ class Engine:
         else:
             new = self._contributions(funnel, journey.items[start:], journey.tail_carry)
             journey.tail = self._move(journey.tail, new, journey.contributions)
-        cut = append_cut(funnel, journey.items[journey.tail_from :])
-        if cut > 0:
-            carry = journey.tail_carry if journey.tail_from else journey.carry
-            head = journey.items[journey.tail_from : journey.tail_from + cut]
-            journey.tail_carry = carry_after(funnel, head, carry)
-            journey.tail_from += cut
+        if self._advance_tail(funnel, journey, append_cut(funnel, journey.items[start:])):
             kept = journey.items[journey.tail_from :]
             journey.tail = self._counted(funnel, kept, journey.tail_carry)
+
+    def _advance_tail(self, funnel: Funnel, journey: Journey, cut: int) -> bool:
+        """Move ``tail_from`` ``cut`` events on (to the last attempt's first event),
+        carrying what the events passed decide; whether it moved."""
+        if cut <= 0:
+            return False
+        start = journey.tail_from
+        carry = journey.tail_carry if start else journey.carry
+        journey.tail_carry = carry_after(funnel, journey.items[start : start + cut], carry)
+        journey.tail_from = start + cut
+        return True
 
     def _move(
         self, old: Counter[Key], new: Counter[Key], whole: Counter | None = None

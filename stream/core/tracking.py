@@ -158,9 +158,10 @@ def fill(event_doc: dict[str, Any], touch: dict[str, Any] | None) -> list[str]:
     return filled
 
 
-def corrected(raw: bytes, touch: dict[str, Any]) -> bytes:
-    """A deal event as it would have been attributed had its call been known: the
-    original bytes filled from the call's touch (fields it carries itself win)."""
+def filled(raw: bytes, touch: dict[str, Any]) -> bytes:
+    """An event's bytes with its missing attribution and links filled from ``touch``
+    (``fill``): a deal from its call's or visitor's touch, at once or, corrected,
+    once its call came."""
     doc = orjson.loads(raw)
     fill(doc, touch)
     return orjson.dumps(doc)

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from stream.core.tracking import TOUCH_FIELDS, Tracking, corrected, fill
+from stream.core.tracking import TOUCH_FIELDS, Tracking, fill, filled
 
 # Deal events kept per call not seen yet (the newest), and how long they are kept
 # once the call came (a batch read again after a crash sends them again).
@@ -173,13 +173,13 @@ async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes
         touch = await store.touch_of_number(event.tracking_number, event.ts)
         result = "none" if touch is None else ("static" if "visitor_id" not in touch else "lease")
         doc = orjson.loads(raw)
-        filled = fill(doc, touch)
+        changed = fill(doc, touch)
         link = {k: doc[k] for k in (*TOUCH_FIELDS, "visitor_id") if doc.get(k)}
         fixes = []
         if link:
             await store.remember_call(event.call_id, link)
-            fixes = [corrected(deal, link) for deal in await store.deals_waiting(event.call_id)]
-        return (orjson.dumps(doc) if filled else raw), result, fixes
+            fixes = [filled(deal, link) for deal in await store.deals_waiting(event.call_id)]
+        return (orjson.dumps(doc) if changed else raw), result, fixes
     if event.type == "deal_stage" and event.channel is None:
         touch, result = None, "none"
         if event.call_id:
@@ -190,7 +190,5 @@ async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes
             touch, result = await store.touch_of_visitor(event.visitor_id), "visitor"
         if touch is None:
             return raw, "none", []
-        doc = orjson.loads(raw)
-        fill(doc, touch)
-        return orjson.dumps(doc), result, []
+        return filled(raw, touch), result, []
     return raw, "own", []
