@@ -127,6 +127,28 @@ class Settings:
     # Behind a reverse proxy: the header that carries the client address
     # (FUNNEL_CLIENT_ADDRESS_HEADER, e.g. X-Forwarded-For; its last address is used).
     client_address_header: str = ""
+    # The collector (`funnel collector`, DESIGN.md section 9): its port
+    # (FUNNEL_COLLECTOR_PORT) and bind address (FUNNEL_COLLECTOR_BIND, default
+    # FUNNEL_HOST); the write keys file (FUNNEL_COLLECTOR_KEYS; empty = no keys,
+    # allowed only on a loopback bind); the webhook mapping (FUNNEL_WEBHOOKS;
+    # empty = stream/collector/webhooks.toml); seconds to wait for Kafka's
+    # acknowledgement before answering 503 (FUNNEL_COLLECTOR_ACK_TIMEOUT);
+    # events sent and not yet acknowledged, over which requests get 503
+    # (FUNNEL_COLLECTOR_MAX_PENDING); requests in progress, over which 429
+    # (FUNNEL_COLLECTOR_MAX_REQUESTS); where tracking numbers are leased
+    # (FUNNEL_COLLECTOR_LEASE_URL, default the worker's /api/tracking-numbers);
+    # the salt of callers' number hashes (FUNNEL_CALLER_SALT); whether it also
+    # serves the sample shop at /shop/ (FUNNEL_COLLECTOR_SHOP=1, as `make run` does).
+    collector_port: int = 6070
+    collector_bind: str = ""
+    collector_keys: str = ""
+    webhooks: str = ""
+    collector_ack_timeout: float = 10.0
+    collector_max_pending: int = 50000
+    collector_max_requests: int = 256
+    collector_lease_url: str = ""
+    caller_salt: str = field(default="", repr=False)
+    collector_shop: bool = False
     # Counter bucket size in seconds (FUNNEL_BUCKET) and allowed lateness
     # (FUNNEL_LATENESS): an event is late when older than the stream's watermark
     # (the lowest newest event time over the input sources still being read)
@@ -225,6 +247,7 @@ class Settings:
             leases_per_session=_env_float("LEASES_PER_SESSION", cls.leases_per_session),
             leases_per_client=_env_float("LEASES_PER_CLIENT", cls.leases_per_client),
             client_address_header=_env("CLIENT_ADDRESS_HEADER", cls.client_address_header),
+            **_collector_env(host),
             bucket=_env_int("BUCKET", cls.bucket),
             lateness=_env_float("LATENESS", cls.lateness),
             retention=_env_float("RETENTION", cls.retention),
@@ -275,4 +298,27 @@ class Settings:
             out["kafka_sasl_password"] = "***"
         if self.api_token:
             out["api_token"] = "***"
+        if self.caller_salt:
+            out["caller_salt"] = "***"
         return out
+
+
+def _collector_env(host: str) -> dict:
+    """The collector's settings (FUNNEL_COLLECTOR_*, FUNNEL_WEBHOOKS, FUNNEL_CALLER_SALT)."""
+    cls = Settings
+    return dict(
+        collector_port=_env_int("COLLECTOR_PORT", cls.collector_port),
+        collector_bind=_env("COLLECTOR_BIND", host),
+        collector_keys=_env("COLLECTOR_KEYS", cls.collector_keys),
+        webhooks=_env("WEBHOOKS", cls.webhooks),
+        collector_ack_timeout=_env_float("COLLECTOR_ACK_TIMEOUT", cls.collector_ack_timeout),
+        collector_max_pending=_env_int("COLLECTOR_MAX_PENDING", cls.collector_max_pending),
+        collector_max_requests=_env_int("COLLECTOR_MAX_REQUESTS", cls.collector_max_requests),
+        collector_lease_url=_env(
+            "COLLECTOR_LEASE_URL",
+            f"http://{_env('WEB_ADVERTISE', host)}:"
+            f"{_env_int('WEB_PORT', cls.web_port)}/api/tracking-numbers",
+        ),
+        caller_salt=_env("CALLER_SALT", cls.caller_salt),
+        collector_shop=_env("COLLECTOR_SHOP", "") not in ("", "0", "false"),
+    )

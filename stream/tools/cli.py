@@ -61,6 +61,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(Settings.from_env(), web_port=args.web_port)
 
 
+def cmd_collector(args: argparse.Namespace) -> int:
+    from stream.collector.app import run_collector
+
+    return run_collector(Settings.from_env())
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.tools.demo import Drop, run_demo
 
@@ -312,6 +318,11 @@ def _add_stack_commands(sub: Any) -> None:
     worker = sub.add_parser("worker", help="run a Faust worker (web on FUNNEL_WEB_PORT)")
     worker.add_argument("--web-port", type=int, default=None)
     worker.set_defaults(func=cmd_worker)
+
+    collector = sub.add_parser(
+        "collector", help="run the HTTP collector: /v1/batch, /t.js, webhooks (port 6070)"
+    )
+    collector.set_defaults(func=cmd_collector)
 
     run = sub.add_parser("run", help="stack up, worker, demo traffic (what `make run` does)")
     run.add_argument("--rate", type=float, default=50.0, help="demo events per second")
