@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import urllib.parse
+from typing import Any
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -33,3 +34,20 @@ def redacted_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def read_body(content: Any, limit: int) -> bytes:
+    """A request body up to ``limit`` + 1 bytes (one more tells "too big").
+
+    aiohttp's ``content.read(n)`` returns what has arrived so far, which for a
+    body of more than one TCP segment is a part of it: read until the end.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -220,6 +220,36 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+class CollectorProcess(WorkerProcess):
+    """A real `funnel collector` subprocess (same start/stop/log as a worker)."""
+
+    def __init__(self, env: dict[str, str], port: int, name: str = "collector") -> None:
+        super().__init__({**env, "FUNNEL_COLLECTOR_PORT": str(port)}, port, name)
+        self.env.pop("FUNNEL_WEB_PORT", None)
+        self.env["FUNNEL_WEB_PORT"] = env.get("FUNNEL_WEB_PORT", "6066")
+
+    def start_process(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "collector"],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None, timeout: float = 30
+    ) -> tuple[int, Any, dict[str, str]]:
+        """POST ``body``; (status, JSON answer, headers)."""
+        req = urllib.request.Request(self.url + path, body, headers or {}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return resp.status, json.loads(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null"), dict(exc.headers)
+
+
 def prometheus_query(port: int, expr: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     data = http_json(url)

@@ -17,6 +17,7 @@ from faust.web import View
 from stream.api import views
 from stream.api.tracking_numbers import MAX_BODY, authorised, tracking_number, unauthorised
 from stream.api.views import Response, StateSource
+from stream.net import read_body
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ def client_address(request: Any, header: str) -> str:
 
 
 async def _lease(source: Any, params: dict, request: Any) -> Response:
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_body(request.content, MAX_BODY)
     authorization = request.headers.get("Authorization", "")
     settings = source.settings
     client = client_address(request, settings.client_address_header)

@@ -25,7 +25,7 @@ from stream.collector.webhook_config import load_webhooks
 from stream.collector.write_keys import load_write_keys
 from stream.config import Settings
 from stream.core.funnels import load_funnels
-from stream.net import is_loopback
+from stream.net import is_loopback, read_body
 
 log = logging.getLogger("funnel.collector")
 MAX_WEBHOOK = 1024 * 1024
@@ -48,7 +48,7 @@ def package_file(folder: str, name: str) -> bytes | None:
 
 
 async def read(request: web.Request, limit: int) -> Request:
-    body = await request.content.read(limit + 1)
+    body = await read_body(request.content, limit)
     return Request(
         body=body,
         headers=dict(request.headers),

@@ -63,7 +63,9 @@ class Rejected:
 def events_of(raw: bytes) -> list[Any]:
     """The events of a body ``{"batch": [...]}`` (a bare list is taken too)."""
     if len(raw) > MAX_REQUEST:
-        raise BadRequest(413, f"request body over {MAX_REQUEST} bytes; send smaller batches")
+        raise BadRequest(
+            413, f"request body over 500 KB ({MAX_REQUEST} bytes); send smaller batches"
+        )
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
