@@ -5,7 +5,7 @@
  *   funnel.track("signup", {user_id: "u1", method: "account"});
  *   funnel.track("cart", {action: "add", value: 19.9, currency: "EUR"});
  *
- * A visit is sent on every page load with the page URL and referrer; the
+ * A visit is sent when a session starts (its landing page's URL and referrer); the
  * collector turns UTM tags, click ids and the referrer into channel, source,
  * medium, campaign and keyword. Events wait in a queue in localStorage until
  * the collector acknowledges them, so a closed tab or a network error loses
@@ -60,14 +60,21 @@
     return id;
   }
 
-  // A session ends after 30 minutes without a page view; it remembers its
-  // landing page and referrer (the touch a tracking number is leased for).
+  var CAMPAIGN = /[?&](utm_[a-z]+|gclid|gbraid|wbraid|msclkid|yclid|fbclid|ttclid)=/;
+
+  // A session (a visit) ends after 30 minutes without a page view, or when the
+  // page is reached from another campaign (new UTM tags or click id), as web
+  // analytics count sessions. It remembers its landing page and referrer: the
+  // touch of its visit and of the tracking number leased for it.
   function session() {
     var now = Date.now();
     var s = read("_f_session");
-    if (!s || now - s.seen > SESSION_IDLE_MS) {
-      s = { id: "s-" + uuid(), url: location.href.slice(0, 2048),
-            referrer: document.referrer.slice(0, 2048), number: null };
+    var campaign = CAMPAIGN.test(location.search) && (!s || s.search !== location.search);
+    if (!s || now - s.seen > SESSION_IDLE_MS || campaign) {
+      s = { id: "s-" + uuid(), url: location.href.slice(0, 2048), search: location.search,
+            referrer: document.referrer.slice(0, 2048), number: null, fresh: true };
+    } else {
+      s.fresh = false;
     }
     s.seen = now;
     write("_f_session", s);
@@ -177,11 +184,16 @@
   api.sessionId = function () { return current.id; };
   window.funnel = api;
 
-  track("visit", {
-    session_id: current.id,
-    url: location.href.slice(0, 2048),
-    referrer: document.referrer ? document.referrer.slice(0, 2048) : undefined
-  });
+  // One visit per session, at its landing page; later pages only flush the queue.
+  if (current.fresh) {
+    track("visit", {
+      session_id: current.id,
+      url: current.url,
+      referrer: current.referrer || undefined
+    });
+  } else {
+    flush();
+  }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", insertNumber);
   else insertNumber();
   window.addEventListener("pagehide", beacon);
