@@ -38,7 +38,9 @@ def _json(body: bytes) -> Any:
 
 def _id(value: Any, field: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        raise Unmappable(f"field `{field}`: an id is required, got {value!r}")
+        raise Unmappable(
+            f"field `{field}`: an id (string or integer) is required, got {type(value).__name__}"
+        )
     return str(value)
 
 

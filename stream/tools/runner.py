@@ -23,6 +23,9 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# The sample shop's link in `make run`: an ad click, so a newcomer's own visit
+# shows under a campaign of its own on the live page.
+SHOP_CLICK = "utm_source=google&utm_medium=cpc&utm_campaign=try-me&utm_term=winter+boots"
 HISTORY_MINUTES = 24 * 60
 HISTORY_RATE = 2.0  # events per second of the day of history (about 170,000 events)
 
@@ -42,16 +45,29 @@ def run_all(settings: Settings, rate: float) -> int:
     env = {**os.environ, "FUNNEL_CLIENT_ADDRESS_HEADER": DEMO_ADDRESS_HEADER}
     with worker_log.open("ab") as log:
         worker = subprocess.Popen([*base, "worker"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    collector_log = settings.run_dir / "collector.log"
+    with collector_log.open("ab") as log:
+        collector = subprocess.Popen(
+            [*base, "collector"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**env, "FUNNEL_COLLECTOR_SHOP": "1"},
+        )
     web = f"http://{settings.host}:{settings.web_port}"
     deadline = time.monotonic() + 90
     while not http_ok(web + "/health/ready"):
         if worker.poll() is not None or time.monotonic() > deadline:
             print(f"funnel run: worker did not start; {worker_log}:\n{log_tail(worker_log)}")
             worker.kill()
+            collector.kill()
             return 1
         time.sleep(0.5)
+    collect = f"http://{settings.collector_bind}:{settings.collector_port}"
     print(
         f"\nworker      {web}  (live page)\n"
+        f"sample shop {collect}/shop/index.html?{SHOP_CLICK}\n"
+        f"            (an ad click: your visit counts under campaign `try-me` on the live page)\n"
+        f"collector   {collect}/v1/batch, {collect}/t.js, log {collector_log}\n"
         f"metrics     {web}/metrics\n"
         f"prometheus  http://{settings.host}:{settings.prometheus_port}\n"
         f"alerts      http://{settings.host}:{settings.alertmanager_port}\n"
@@ -71,10 +87,10 @@ def run_all(settings: Settings, rate: float) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        for proc in (demo, worker):
+        for proc in (demo, worker, collector):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT if proc is demo else signal.SIGTERM)
-        for proc in (demo, worker):
+        for proc in (demo, worker, collector):
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:

@@ -63,3 +63,20 @@ def test_each_faust_fix_names_its_upstream_and_when_to_delete_it() -> None:
         doc = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert "Delete when" in doc, path.name
         assert "faust-streaming" in doc or "faust." in doc, path.name
+
+
+COLLECTOR_ADAPTERS = {"app.py", "sender.py", "metrics.py"}
+
+
+def test_the_collector_decides_without_io_and_stands_apart_from_the_worker() -> None:
+    """Its answers are decided in modules a unit test can drive without a socket;
+    and it is a process of its own: no worker, API or Faust code in it."""
+    for path in modules_of("collector"):
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            assert not name.startswith(("stream.worker", "stream.api", "stream.ops")), (
+                f"collector/{path.name} imports {name}"
+            )
+            assert top not in {"faust", "mode"}, f"collector/{path.name} imports {name}"
+            if path.name not in COLLECTOR_ADAPTERS:
+                assert top not in IO_LIBRARIES, f"collector/{path.name} imports {name}"
