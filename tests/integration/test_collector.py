@@ -5,12 +5,15 @@ middle of a load answered with 503 and recovered by resending, counted once."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import socket
 import threading
 import time
 
 import orjson
 import pytest
 
+from stream.collector.signatures import sign_hmac_sha256, sign_hubspot_v3
 from stream.ops.stack import Stack
 from stream.tools.demo import Traffic
 from tests.integration.test_backlog import assert_exact, new_env, traffic_between
@@ -22,6 +25,7 @@ from tests.support import (
     http_get,
     metric_sum,
     parse_metrics,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -177,3 +181,85 @@ def test_a_broker_stop_mid_load_is_answered_503_and_resent_batches_count_once(
         collector.stop()
         if worker is not None:
             worker.stop()
+
+
+def test_webhooks_of_each_vendor_reach_kafka_and_unmappable_ones_the_dead_letters(
+    stack, stack_env, tmp_path
+):
+    from tests.unit.test_collector_webhooks import AMOCRM, CALL, ENV, HUBSPOT, PIPEDRIVE_V2
+
+    env, settings = collector_env(stack_env, tmp_path, **ENV)
+    collector = CollectorProcess(env, free_port()).start()
+    try:
+        body = orjson.dumps(PIPEDRIVE_V2)
+        basic = "Basic " + base64.b64encode(b"funnel:pd-pass").decode()
+        assert collector.post("/v1/webhooks/pipedrive", body, {"Authorization": basic})[0] == 200
+        body = orjson.dumps(HUBSPOT)
+        ts = str(int(time.time() * 1000))
+        url = collector.url + "/v1/webhooks/hubspot"
+        signed = {
+            "X-HubSpot-Request-Timestamp": ts,
+            "X-HubSpot-Signature-v3": sign_hubspot_v3("hs-secret", "POST", url, body, ts),
+        }
+        assert collector.post("/v1/webhooks/hubspot", body, signed)[0] == 200
+        forged = {**signed, "X-HubSpot-Signature-v3": sign_hubspot_v3("x", "POST", url, body, ts)}
+        assert collector.post("/v1/webhooks/hubspot", body, forged)[0] == 401
+        amo = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert collector.post("/v1/webhooks/amocrm?secret=amo-secret", AMOCRM, amo)[0] == 200
+        assert collector.post("/v1/webhooks/amocrm?secret=guess", AMOCRM, amo)[0] == 401
+        body = orjson.dumps(CALL)
+        signature = {"X-Signature": sign_hmac_sha256("tel-secret", body)}
+        assert collector.post("/v1/webhooks/telephony", body, signature)[0] == 200
+        bad = b'{"call_id": "c-9"}'
+        status, answer, _ = collector.post(
+            "/v1/webhooks/telephony", bad, {"X-Signature": sign_hmac_sha256("tel-secret", bad)}
+        )
+        assert status == 422 and "`to`" in answer["rejected"][0]["message"], answer
+        deals = asyncio.run(read_topic(settings.kafka_bootstrap, settings.topics["deal_stage"], 3))
+        got = sorted((d["deal_id"], d["stage"], d.get("status")) for d in map(value, deals))
+        assert got == [("1", "qualified", None), ("1246965", "won", "won"),
+                       ("25399013", "30310318", "lost")]  # fmt: skip
+        (call,) = map(value, asyncio.run(read_topic(settings.kafka_bootstrap,
+                                                    settings.topics["call"], 1)))  # fmt: skip
+        assert call["caller_hash"] and "from" not in call and CALL["from"] not in str(call)
+        dead = asyncio.run(read_topic(settings.kafka_bootstrap, settings.dead_letter_topic, 1))
+        (letter,) = dead
+        assert letter.value == bad and dict(letter.headers)["reason"] == b"unmappable"
+    finally:
+        collector.stop()
+
+
+def value(message) -> dict:
+    return orjson.loads(message.value)
+
+
+def slow_request(port: int) -> socket.socket:
+    """A request whose body never finishes arriving: it holds its slot."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+        + f"Authorization: Bearer {SHOP_KEY}\r\n\r\n".encode()
+        + b'{"batch": ['
+    )
+    return sock
+
+
+def test_requests_over_the_limit_get_429_not_a_queue(stack, stack_env, tmp_path):
+    env, _ = collector_env(stack_env, tmp_path, FUNNEL_COLLECTOR_MAX_REQUESTS="2")
+    collector = CollectorProcess(env, free_port()).start()
+    visit = {"type": "visit", "visitor_id": "v-429"}
+    held = []
+    try:
+        held = [slow_request(collector.port) for _ in range(2)]
+        time.sleep(0.5)  # both are in their handlers, reading
+        status, answer, headers = send(collector, SHOP_KEY, [visit])
+        assert status == 429 and "2 requests in progress" in answer["error"], answer
+        assert headers["Retry-After"] == "1"
+        for sock in held:
+            sock.close()
+        held = []
+        wait_for(lambda: send(collector, SHOP_KEY, [visit])[0] == 200, 10, "a free slot")
+    finally:
+        for sock in held:
+            sock.close()
+        collector.stop()

@@ -331,3 +331,13 @@ def test_lease_body_takes_the_touch_from_the_landing_page():
     assert len(body["campaign"]) == 128 and "url" not in body
     with pytest.raises(ValueError):
         lease_body(b"[")
+
+
+def test_over_the_pending_bound_a_request_is_refused_before_anything_is_sent():
+    from stream.collector.sender import Sender
+
+    sender = Sender(Settings(collector_max_pending=10))
+    sender.pending = 5  # events still waiting for Kafka's acknowledgement
+    with pytest.raises(Unavailable, match="5 events are waiting for Kafka"):
+        asyncio.run(sender.send([("shop.visits", None, b"{}", [])] * 6))
+    assert sender.pending == 5 and not sender.ready  # no producer was even started
