@@ -218,7 +218,7 @@ class Collector:
             return error(400, f"tracking number request: {exc}")
         try:
             status, body = await self.lease(body, request.client)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # unreachable, timed out, or not JSON
             return error(
                 503,
                 f"tracking numbers unavailable (worker at "

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from stream.config import Settings
-from stream.kafka.client import client_options, start_producer
+from stream.kafka.client import check_topics, client_options, input_topics, start_producer
 
 log = logging.getLogger("funnel.collector")
 
@@ -51,16 +51,23 @@ class Sender:
                 )
                 try:
                     await asyncio.wait_for(
-                        start_producer(self.settings, producer), self.settings.collector_ack_timeout
+                        self._start(producer), self.settings.collector_ack_timeout
                     )
                 except Exception as exc:
                     await producer.stop()
                     raise Unavailable(
-                        f"cannot reach Kafka at {self.settings.kafka_bootstrap}: "
+                        f"Kafka at {self.settings.kafka_bootstrap} not usable: "
                         f"{type(exc).__name__}: {exc}"
                     ) from None
                 self._producer = producer
             return self._producer
+
+    async def _start(self, producer: Any) -> None:
+        """Start, and check that every topic it writes exists (MissingTopics names
+        them; a send to a missing topic would wait a minute for metadata)."""
+        await start_producer(self.settings, producer, check=False)
+        topics = [*input_topics(self.settings), self.settings.dead_letter_topic]
+        await check_topics(self.settings, producer.client, topics)
 
     async def _reset(self) -> None:
         """Drop a producer after an error other than a timeout: the next request
