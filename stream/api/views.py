@@ -46,6 +46,8 @@ class StateSource(Protocol):
     fanout: Fanout
 
     def ready(self) -> bool: ...
+
+    def state(self) -> str: ...
     def owned_partitions(self) -> set[int]: ...
     def owned_sums(self, name: str, start: float, end: float, view: str) -> Counter: ...
     def owned_carts(self, funnel: Funnel, since: float, limit: int) -> list[dict]: ...
@@ -98,7 +100,7 @@ def live() -> Response:
 
 def readiness(source: StateSource) -> Response:
     ok = source.ready()
-    return Response({"ready": ok}, 200 if ok else 503)
+    return Response({"ready": ok, "state": source.state()}, 200 if ok else 503)
 
 
 def list_funnels(source: StateSource) -> Response:

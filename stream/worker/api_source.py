@@ -38,6 +38,9 @@ class WorkerSource:
     def ready(self) -> bool:
         return partitions.ready(self.ctx)
 
+    def state(self) -> str:
+        return partitions.phase(self.ctx)
+
     def owned_partitions(self) -> set[int]:
         return partitions.owned_partitions(self.ctx)
 

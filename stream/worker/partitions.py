@@ -41,6 +41,18 @@ def ready(ctx: Context) -> bool:
     return recovery.completed.is_set() and not ctx.app.rebalancing and not recovery.in_recovery
 
 
+def phase(ctx: Context) -> str:
+    """What a worker that is not ready is doing (for /health/ready and operators)."""
+    recovery = ctx.app.tables.recovery
+    if recovery.in_recovery:
+        return "recovering"
+    if ctx.app.rebalancing:
+        return "rebalancing"
+    if not recovery.completed.is_set():
+        return "joining"
+    return "ready"
+
+
 def engine_for(ctx: Context, p: int) -> Engine:
     """The partition's engine, loaded from its tables after each (re)assignment."""
     engine = ctx.engines.get(p)

@@ -11,12 +11,15 @@ double-counted / recovery) is printed at the end of the run.
 from __future__ import annotations
 
 import random
+import shutil
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
+from stream.ops.brokers import BrokerCluster
 from stream.ops.stack import Stack
 from tests.chaos.harness import (
     EVENTS,
@@ -31,7 +34,7 @@ from tests.chaos.harness import (
     wait_progress,
 )
 from tests.integration.test_call_tracking import post
-from tests.support import metric_sum, wait_for
+from tests.support import http_get, metric_sum, settings_for, wait_for
 from tests.workload import workload
 
 pytestmark = pytest.mark.integration
@@ -118,7 +121,60 @@ def test_broker_stopped_for_20s_mid_load(stack, stack_env, tmp_path):
         cluster.stop()
 
 
+SALES_BY_TOUCH = [("sales", "campaign"), ("sales", "keyword"), ("sales", "channel")]
 TRACKING = '[tracking]\nlease = "20m"\npool = ["+15555553000..+15555553099"]\n'
+
+
+def lease_numbers(worker, n: int = 20) -> list[tuple[str, dict]]:
+    """Visitors lease numbers on a campaign's landing page: (number, request) each."""
+    touches = []
+    for i in range(n):
+        request = {
+            "visitor_id": f"tv{i}",
+            "session_id": f"ts{i}",
+            "channel": "paid",
+            "source": "google",
+            "campaign": f"camp-{i % 4}",
+            "keyword": f"kw-{i % 3}",
+        }
+        status, answer = post(f"{worker.url}/api/tracking-numbers", request)
+        assert status == 200 and answer["kind"] == "dynamic", answer
+        touches.append((answer["number"], request))
+    return touches
+
+
+def tracked(touches: list, now: float, group: str, kind: str) -> list[dict]:
+    """Calls carry only the number; deals only the call: the worker fills the rest."""
+    out = []
+    for i, (number, _) in enumerate(touches):
+        at = datetime.fromtimestamp(now - 1 + i * 0.01, tz=UTC).isoformat()
+        call_id = f"{group}-call-{i}"
+        if kind == "call":
+            doc = {"type": "call", "call_id": call_id, "tracking_number": number}
+            doc.update(answered=True, manager="ann")
+        else:
+            doc = {"type": "deal_stage", "deal_id": f"{group}-deal-{i}", "stage": "lead"}
+            doc.update(call_id=call_id, manager="bob")
+        out.append({"event_id": f"{group}-{kind}-{i}", "occurred_at": at, **doc})
+    return out
+
+
+def attributed(touches: list, docs_in: list[dict]) -> list[dict]:
+    """What the oracle must see: each tracked event with its lease's touch."""
+    touch_of = {number: req for number, req in touches}
+    by_call = {}
+    out = []
+    for d in docs_in:
+        d = dict(d)
+        if d["type"] == "call" and d["tracking_number"] in touch_of:
+            d.update(touch_of[d["tracking_number"]])
+            by_call[d["call_id"]] = d
+        elif d["type"] == "deal_stage" and d.get("call_id") in by_call:
+            call = by_call[d["call_id"]]
+            for name in ("channel", "source", "campaign", "keyword", "visitor_id"):
+                d[name] = call[name]
+        out.append(d)
+    return out
 
 
 def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_path):
@@ -132,59 +188,14 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
     (worker,) = cluster.start(1)
     stack_api = Stack(settings)
     try:
-        # Visitors lease numbers on a campaign's landing page.
-        touches = []
-        for i in range(20):
-            request = {
-                "visitor_id": f"tv{i}",
-                "session_id": f"ts{i}",
-                "channel": "paid",
-                "source": "google",
-                "campaign": f"camp-{i % 4}",
-                "keyword": f"kw-{i % 3}",
-            }
-            status, answer = post(f"{worker.url}/api/tracking-numbers", request)
-            assert status == 200 and answer["kind"] == "dynamic", answer
-            touches.append((answer["number"], request))
+        touches = lease_numbers(worker)
         time.sleep(2)
         docs = load_docs(404)
         first, second = docs[: len(docs) // 2], docs[len(docs) // 2 :]
         now = time.time()
 
-        def tracked(group: str, kind: str) -> list[dict]:
-            """Calls carry only the number; deals only the call: the worker fills the rest."""
-            out = []
-            for i, (number, _) in enumerate(touches):
-                at = datetime.fromtimestamp(now - 1 + i * 0.01, tz=UTC).isoformat()
-                call_id = f"{group}-call-{i}"
-                if kind == "call":
-                    doc = {"type": "call", "call_id": call_id, "tracking_number": number}
-                    doc.update(answered=True, manager="ann")
-                else:
-                    doc = {"type": "deal_stage", "deal_id": f"{group}-deal-{i}", "stage": "lead"}
-                    doc.update(call_id=call_id, manager="bob")
-                out.append({"event_id": f"{group}-{kind}-{i}", "occurred_at": at, **doc})
-            return out
-
-        def attributed(docs_in: list[dict]) -> list[dict]:
-            """What the oracle must see: each tracked event with its lease's touch."""
-            touch_of = {number: req for number, req in touches}
-            by_call = {}
-            out = []
-            for d in docs_in:
-                d = dict(d)
-                if d["type"] == "call" and d["tracking_number"] in touch_of:
-                    d.update(touch_of[d["tracking_number"]])
-                    by_call[d["call_id"]] = d
-                elif d["type"] == "deal_stage" and d.get("call_id") in by_call:
-                    call = by_call[d["call_id"]]
-                    for name in ("channel", "source", "campaign", "keyword", "visitor_id"):
-                        d[name] = call[name]
-                out.append(d)
-            return out
-
-        a_calls, a_deals = tracked("a", "call"), tracked("a", "deal")
-        b_calls, b_deals = tracked("b", "call"), tracked("b", "deal")
+        a_calls, a_deals = tracked(touches, now, "a", "call"), tracked(touches, now, "a", "deal")
+        b_calls, b_deals = tracked(touches, now, "b", "call"), tracked(touches, now, "b", "deal")
         load = Load(settings, messages_of(settings, first + a_calls), RATE)
         load.start()
         sent = load.wait()
@@ -223,7 +234,7 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
         load = Load(settings, messages_of(settings, b_deals), RATE)
         load.start()
         figures.sent = sent + load.wait(60)
-        every = attributed(docs + a_calls + a_deals + b_calls + b_deals)
+        every = attributed(touches, docs + a_calls + a_deals + b_calls + b_deals)
         settle(
             figures,
             cluster,
@@ -231,7 +242,7 @@ def test_redis_stopped_for_30s_calls_held_then_attributed(stack, stack_env, tmp_
             every,
             fault_over,
             tmp_path,
-            breakdowns=[("sales", "campaign"), ("sales", "keyword"), ("sales", "channel")],
+            breakdowns=SALES_BY_TOUCH,
         )
         metrics = worker.metrics()
         assert by_lease() == 40
@@ -315,3 +326,120 @@ def test_poison_messages_go_to_dead_letters_and_nothing_else_changes(stack, stac
         assert rejected == poison, (rejected, poison)
     finally:
         cluster.stop()
+
+
+def recovering(worker) -> bool:
+    """Whether ``worker`` is reading its tables back (its readiness says so)."""
+    try:
+        status, body = http_get(worker.url + "/health/ready", timeout=1)
+    except OSError:
+        return False  # not listening yet
+    return status == 503 and orjson.loads(body).get("state") == "recovering"
+
+
+def test_worker_killed_again_during_its_recovery(stack, stack_env, tmp_path):
+    """The replacement of a killed worker is killed while it reads the changelogs
+    back: a third one must still end exactly where the oracle does."""
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(707)
+    figures = Figures("7. kill -9, and again during the recovery")
+    cluster = Cluster(env, "recovery")
+    cluster.start(1)
+    load = Load(settings, messages_of(settings, docs), RATE)
+    load.start()
+    try:
+        wait_progress(cluster.counted_total, distinct(docs) // 2, 240, "events counted")
+        cluster.kill(cluster.workers[0])
+        (second,) = cluster.start(1, wait=False)
+        wait_for(lambda: recovering(second), 120, "the new worker to recover its tables",
+                 interval=0.05)  # fmt: skip
+        cluster.kill(second)
+        cluster.start(1, wait=False)
+        fault_over = time.monotonic()
+        figures.sent = load.wait()
+        settle(figures, cluster, settings, docs, fault_over, tmp_path)
+    finally:
+        cluster.stop()
+
+
+def test_redis_down_across_a_rebalance(stack, stack_env, tmp_path):
+    """Redis goes away, a worker joins while it is away (partitions and their held
+    calls move), Redis comes back: every call and deal ends attributed by its lease."""
+    path = tmp_path / "tracking.toml"
+    path.write_text(TRACKING)
+    env, settings = new_run(
+        stack_env, FUNNEL_PARTITIONS="4", FUNNEL_TRACKING=str(path), FUNNEL_SESSION_TIMEOUT="10"
+    )
+    figures = Figures("8. Redis down across a rebalance")
+    cluster = Cluster(env, "redis-rebalance", supervise=True)
+    workers = cluster.start(2)
+    stack_api = Stack(settings)
+    try:
+        touches = lease_numbers(workers[0])
+        docs = load_docs(808)
+        now = time.time()
+        calls = tracked(touches, now, "r", "call")
+        deals = tracked(touches, now, "r", "deal")
+        first, second = docs[: len(docs) // 3], docs[len(docs) // 3 :]
+        load = Load(settings, messages_of(settings, first), RATE)
+        load.start()
+        sent = load.wait()
+        stack_api.down(["redis"])
+        try:
+            load = Load(settings, messages_of(settings, second + calls + deals), RATE)
+            load.start()
+            time.sleep(3)
+            cluster.start(1, wait=False)  # joins while Redis is away
+            time.sleep(15 if not SOAK else 45)
+        finally:
+            stack_api.up(["redis"])
+        fault_over = time.monotonic()
+        figures.sent = sent + load.wait()
+        every = attributed(touches, docs + calls + deals)
+        settle(figures, cluster, settings, every, fault_over, tmp_path, breakdowns=SALES_BY_TOUCH)
+    finally:
+        cluster.stop()
+
+
+def test_three_broker_cluster_loses_the_leader_of_the_busiest_partitions(
+    stack, stack_env, tmp_path
+):
+    """Replication factor 3, min.insync.replicas 2: the node leading the events
+    topic's busiest partition is killed (-9) mid-load and comes back later."""
+    offset = int(stack_env.get("FUNNEL_TEST_PORT_OFFSET", "0"))
+    brokers = BrokerCluster(settings_for(stack_env), base_port=29092 + offset)
+    brokers.down()  # a cluster left over by an interrupted run would hold the ports
+    shutil.rmtree(brokers.dir, ignore_errors=True)
+    brokers.up()
+    figures = Figures("9. three brokers: the busiest leader killed, back after 20 s")
+    cluster = None
+    try:
+        env, settings = new_run(
+            stack_env,
+            FUNNEL_PARTITIONS="4",
+            FUNNEL_KAFKA_BOOTSTRAP=brokers.bootstrap,
+            FUNNEL_REPLICATION_FACTOR="3",
+        )
+        docs = load_docs(909)
+        messages = messages_of(settings, docs)
+        busiest = Counter(topic for topic, _, _ in messages).most_common(1)[0][0]
+        cluster = Cluster(env, "brokers", supervise=True)
+        cluster.start(1)
+        load = Load(settings, messages, RATE)
+        load.start()
+        wait_progress(cluster.counted_total, distinct(docs) // 3, 240, "events counted")
+        victim = brokers.leader(settings.events_topic, 0)
+        also = brokers.leader(busiest, 0)
+        print(f"killing node {victim} (leads {settings.events_topic}[0]; {busiest}[0]: {also})")
+        brokers.kill(victim)
+        time.sleep(20)
+        brokers.start(victim)
+        brokers.wait_alive(3)
+        fault_over = time.monotonic()
+        figures.sent = load.wait()
+        settle(figures, cluster, settings, docs, fault_over, tmp_path)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        brokers.down()
+        shutil.rmtree(brokers.dir, ignore_errors=True)

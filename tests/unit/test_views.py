@@ -56,6 +56,9 @@ class Worker:
     def ready(self) -> bool:
         return self.is_ready
 
+    def state(self) -> str:
+        return "ready" if self.is_ready else "recovering"
+
     def owned_partitions(self) -> set[int]:
         return set(self.partitions)
 
@@ -130,6 +133,7 @@ def test_a_worker_catching_up_answers_503() -> None:
     worker.is_ready = False
     assert asyncio.run(views.funnel_report(worker, {}, "shop", NOW)).status == 503
     assert views.readiness(worker).status == 503
+    assert views.readiness(worker).body == {"ready": False, "state": "recovering"}
     assert views.partials(worker, {}, "shop").status == 503
 
 
