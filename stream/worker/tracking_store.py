@@ -60,6 +60,18 @@ return {number, start}
 """
 
 
+# A deal's call touch, or (the call not seen yet) the deal put on its waiting list.
+# KEYS: call key, waiting key. ARGV: the deal event's bytes, list length, keep seconds.
+CALL_OR_WAIT = """
+local touch = redis.call('GET', KEYS[1])
+if touch then return touch end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return false
+"""
+
+
 class TrackingStore:
     def __init__(
         self, url: str, tracking: Tracking, prefix: str = "funnel:", keep: float = 35 * 86400
@@ -69,6 +81,7 @@ class TrackingStore:
         self.prefix = prefix
         self.keep = int(keep)
         self._lease = self.redis.register_script(LEASE)
+        self._call_or_wait = self.redis.register_script(CALL_OR_WAIT)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -120,35 +133,31 @@ class TrackingStore:
             return None
         return orjson.loads(lease[b"record"])
 
-    async def remember_call(self, call_id: str, touch: dict[str, Any]) -> None:
-        key = f"{self.prefix}call:{call_id}"
-        await self.redis.set(key, orjson.dumps(touch), ex=self.keep)
-
-    async def wait_for_call(self, call_id: str, raw: bytes) -> None:
-        """Keep a deal event that names a call not seen yet, to correct it when it comes."""
-        key = f"{self.prefix}waiting:{call_id}"
+    async def call_came(self, call_id: str, touch: dict[str, Any]) -> list[bytes]:
+        """Remember the call's touch and return the deal events waiting for it, in
+        one Redis transaction: a deal of this call handled at the same moment (its
+        own transaction, ``touch_of_call_or_wait``) either sees the touch or is in
+        the list, never neither. The waiting events are kept a few minutes more,
+        so a batch read again after a crash sends their corrections again (a
+        correction is idempotent)."""
+        waiting_key = f"{self.prefix}waiting:{call_id}"
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, raw)
-            pipe.ltrim(key, -WAITING_PER_CALL, -1)
-            pipe.expire(key, self.keep)
-            await pipe.execute()
-
-    async def deals_waiting(self, call_id: str) -> list[bytes]:
-        """The deal events waiting for this call. They are kept a few minutes more, so
-        a batch read again after a crash sends their corrections again (a correction
-        is idempotent); later events of the same call find none."""
-        key = f"{self.prefix}waiting:{call_id}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lrange(key, 0, -1)
-            pipe.ttl(key)
-            waiting, ttl = await pipe.execute()
+            pipe.set(f"{self.prefix}call:{call_id}", orjson.dumps(touch), ex=self.keep)
+            pipe.lrange(waiting_key, 0, -1)
+            pipe.ttl(waiting_key)
+            _, waiting, ttl = await pipe.execute()
         if ttl > WAITING_AFTER_CALL_S:  # (EXPIRE ... LT needs Redis 7; this works on 6)
-            await self.redis.expire(key, WAITING_AFTER_CALL_S)
+            await self.redis.expire(waiting_key, WAITING_AFTER_CALL_S)
         return list(waiting)
 
-    async def touch_of_call(self, call_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(f"{self.prefix}call:{call_id}")
-        return None if raw is None else orjson.loads(raw)
+    async def touch_of_call_or_wait(self, call_id: str, raw: bytes) -> dict[str, Any] | None:
+        """The touch of a deal's call; if the call has not come yet, the deal event
+        is put on its waiting list in the same script (see ``call_came``)."""
+        got = await self._call_or_wait(
+            keys=[f"{self.prefix}call:{call_id}", f"{self.prefix}waiting:{call_id}"],
+            args=[raw, WAITING_PER_CALL, self.keep],
+        )
+        return None if not got else orjson.loads(got)
 
     async def touch_of_visitor(self, visitor_id: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(f"{self.prefix}visitor:{visitor_id}", "record")
@@ -177,15 +186,12 @@ async def attribute(store: TrackingStore, event: Any, raw: bytes) -> tuple[bytes
         link = {k: doc[k] for k in (*TOUCH_FIELDS, "visitor_id") if doc.get(k)}
         fixes = []
         if link:
-            await store.remember_call(event.call_id, link)
-            fixes = [filled(deal, link) for deal in await store.deals_waiting(event.call_id)]
+            fixes = [filled(deal, link) for deal in await store.call_came(event.call_id, link)]
         return (orjson.dumps(doc) if changed else raw), result, fixes
     if event.type == "deal_stage" and event.channel is None:
         touch, result = None, "none"
         if event.call_id:
-            touch, result = await store.touch_of_call(event.call_id), "call"
-            if touch is None:
-                await store.wait_for_call(event.call_id, raw)
+            touch, result = await store.touch_of_call_or_wait(event.call_id, raw), "call"
         if touch is None and event.visitor_id:
             touch, result = await store.touch_of_visitor(event.visitor_id), "visitor"
         if touch is None:

@@ -41,20 +41,20 @@ class MemoryStore:
         touch = NUMBERS[number]
         return None if touch is None else dict(touch)
 
-    async def remember_call(self, call_id: str, touch: dict[str, Any]) -> None:
-        self.calls[call_id] = touch
-
-    async def touch_of_call(self, call_id: str) -> dict | None:
-        return self.calls.get(call_id)
+    async def call_came(self, call_id: str, touch: dict[str, Any]) -> list[bytes]:
+        await asyncio.sleep(0)  # another event's attribution may run here, as with Redis
+        self.calls[call_id] = touch  # from here to the return: one Redis transaction
+        return list(self.waiting.get(call_id, []))
 
     async def touch_of_visitor(self, visitor_id: str) -> dict | None:
         return self.visitors.get(visitor_id)
 
-    async def wait_for_call(self, call_id: str, raw: bytes) -> None:
+    async def touch_of_call_or_wait(self, call_id: str, raw: bytes) -> dict | None:
+        await asyncio.sleep(0)
+        if call_id in self.calls:  # one Lua script from here to the return
+            return self.calls[call_id]
         self.waiting.setdefault(call_id, []).append(raw)
-
-    async def deals_waiting(self, call_id: str) -> list[bytes]:
-        return list(self.waiting.get(call_id, []))
+        return None
 
 
 def crm_log(seed: int, n: int) -> list[bytes]:
@@ -118,3 +118,39 @@ def test_a_deal_that_waited_gets_its_calls_touch_not_its_visitors():
     final = finals([deal, call])["e1"]
     assert (final["channel"], final["campaign"]) == ("paid", "beta")
     assert "medium" not in final  # the visitor's touch is not mixed in
+
+
+def test_a_call_and_its_deal_handled_at_the_same_moment_still_meet():
+    """Held calls and deals are released together when Redis comes back: the
+    deal's "has the call come?" and the call's "which deals wait?" run
+    concurrently. Each is one atomic store step, so whatever the interleaving
+    the deal ends with the call's touch (directly, or by a correction). With a
+    separate check and push, the deal could look before the call was stored and
+    push after the call had looked: unattributed for good (the chaos scenario
+    "Redis down across a rebalance" found 20 of 20 deals so)."""
+    call = orjson.dumps(
+        {
+            "type": "call",
+            "call_id": "c1",
+            "tracking_number": "+15555550100",
+            "event_id": "call-1",
+            "occurred_at": "2026-11-01T10:00:00+00:00",
+        }
+    )
+    deal = orjson.dumps({"type": "deal_stage", "deal_id": "d1", "stage": "lead",
+                         "call_id": "c1", "event_id": "deal-1",
+                         "occurred_at": "2026-11-01T10:00:01+00:00"})  # fmt: skip
+
+    async def both(first: bytes, second: bytes) -> list:
+        store = MemoryStore({})
+        return await asyncio.gather(
+            attribute(store, decode(first), first), attribute(store, decode(second), second)
+        )
+
+    for order in ((call, deal), (deal, call)):
+        results = asyncio.run(both(*order))
+        deal_out, call_out = (results[1], results[0]) if order[0] is call else results
+        final = deal_out[0]
+        for fix in call_out[2]:
+            final = fix  # a correction replaces the deal event
+        assert orjson.loads(final).get("campaign") == "alpha", (order, results)
