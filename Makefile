@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency bench-backlog k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency bench-backlog bench-collector k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,10 @@ bench-profile: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+## make bench-collector: the HTTP collector vs a raw producer, and its latency at 5k events/s
+bench-collector: install
+	PYTHONPATH=. $(PY) -m bench.collector
 
 ## make bench-scale [BENCH_EVENTS=200000]: 1, 2, 3 workers vs a raw consumer (dev stack)
 BENCH_EVENTS ?= 200000

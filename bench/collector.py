@@ -3,8 +3,9 @@
     python -m bench.collector [--events 100000] [--batch 100] [--clients 8] [--rate 5000]
 
 1. baseline: an aiokafka producer in this process (idempotent, acks=all)
-   sending the same events in the same batches, each batch awaited: the most a
-   process can write with the collector's guarantee;
+   sending the same events in the same batches from ``--clients`` senders, each
+   awaiting its batch's acknowledgement: what one process can write with the
+   collector's guarantee, without HTTP, parsing or validation;
 2. the collector (`funnel collector`, a subprocess) under ``--clients``
    concurrent clients posting ``--batch`` events a request as fast as answered:
    accepted events/s and request latency p50/p99/max at that rate;
@@ -56,8 +57,9 @@ def events(n: int, seed: int = 3) -> list[dict]:
     return out
 
 
-async def raw_producer(settings: Settings, batches: list[list[dict]]) -> dict:
-    """Baseline: validate-free produce of the same batches, each acknowledged."""
+async def raw_producer(settings: Settings, batches: list[list[dict]], clients: int) -> dict:
+    """Baseline: validate-free produce of the same batches, each acknowledged before
+    its sender takes the next, ``clients`` senders at once (as the HTTP clients)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
@@ -65,15 +67,19 @@ async def raw_producer(settings: Settings, batches: list[list[dict]]) -> dict:
     )
     await producer.start()
     try:
+
+        async def sender(mine: list[list[dict]]) -> None:
+            for batch in mine:
+                futures = [
+                    await producer.send(
+                        settings.topics[d["type"]], orjson.dumps(d), key=d["visitor_id"].encode()
+                    )
+                    for d in batch
+                ]
+                await asyncio.gather(*futures)
+
         started = time.perf_counter()
-        for batch in batches:
-            futures = [
-                await producer.send(
-                    settings.topics[d["type"]], orjson.dumps(d), key=d["visitor_id"].encode()
-                )
-                for d in batch
-            ]
-            await asyncio.gather(*futures)
+        await asyncio.gather(*(sender(batches[i::clients]) for i in range(clients)))
         elapsed = time.perf_counter() - started
     finally:
         await producer.stop()
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     docs = events(args.events)
     batches = [docs[i : i + args.batch] for i in range(0, len(docs), args.batch)]
     print(f"raw producer: {len(docs)} events in batches of {args.batch} ...", flush=True)
-    raw = asyncio.run(raw_producer(settings, batches))
+    raw = asyncio.run(raw_producer(settings, batches, args.clients))
     print(f"raw producer: {raw['events_per_s']} events/s", flush=True)
     collector = CollectorProcess({**env, "FUNNEL_RUN_DIR": str(settings.run_dir)}, free_port())
     collector.start()
