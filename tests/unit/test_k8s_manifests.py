@@ -70,7 +70,7 @@ def test_every_configured_variable_is_a_real_setting():
     kinds = by_kind()
     containers = [
         c
-        for kind in ("StatefulSet", "Job")
+        for kind in ("StatefulSet", "Job", "Deployment")
         for d in kinds[kind]
         for c in d["spec"]["template"]["spec"]["containers"]
     ]
@@ -114,7 +114,14 @@ def test_selectors_match_the_worker_pods():
     headless = services[sts["spec"]["serviceName"]]
     assert headless["spec"]["clusterIP"] == "None"
     assert headless["spec"]["publishNotReadyAddresses"] is True
-    assert all(selects(s["spec"]["selector"]) for s in services.values())
+    (collector,) = kinds["Deployment"]
+    collector_labels = collector["spec"]["template"]["metadata"]["labels"]
+    for name, service in services.items():
+        selector = service["spec"]["selector"]
+        if name == "funnel-collector":
+            assert all(collector_labels.get(k) == v for k, v in selector.items())
+        else:
+            assert selects(selector), name
     (pdb,) = kinds["PodDisruptionBudget"]
     assert selects(pdb["spec"]["selector"]["matchLabels"])
     (monitor,) = kinds["PodMonitor"]
@@ -123,9 +130,26 @@ def test_selectors_match_the_worker_pods():
     assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
 
 
-@pytest.mark.parametrize("name", ["statefulset.yaml", "topics-job.yaml"])
+def test_the_collector_is_reachable_and_keyed():
+    (deployment,) = by_kind()["Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["collector"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (port,) = container["ports"]
+    assert str(port["containerPort"]) == env["FUNNEL_COLLECTOR_PORT"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    # Bound beyond loopback, so it needs write keys (it refuses to start without).
+    assert env["FUNNEL_COLLECTOR_BIND"] == "0.0.0.0"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["FUNNEL_COLLECTOR_KEYS"].startswith(mounts["keys"])
+    services = {s["metadata"]["name"]: s for s in by_kind()["Service"]}
+    assert env["FUNNEL_COLLECTOR_LEASE_URL"].startswith("http://funnel-api:6066/")
+    assert "funnel-api" in services
+
+
+@pytest.mark.parametrize("name", ["statefulset.yaml", "topics-job.yaml", "collector.yaml"])
 def test_pods_run_as_non_root(name):
-    (doc,) = docs(name)
+    doc = next(d for d in docs(name) if "template" in d["spec"])
     pod = doc["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     for container in pod["containers"]:
