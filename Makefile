@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 FUNNEL := $(VENV)/bin/funnel
 
 
-.PHONY: test-chaos
+.PHONY: test-chaos soak
 .PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency bench-backlog bench-collector k8s-check
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,13 @@ test: install lint
 test-chaos: install
 	FUNNEL_CHAOS_SOAK=1 $(PY) -m pytest tests/chaos
 	$(PY) -m pytest -m slow
+
+## make soak [SCENARIO=join_and_leave] [RUNS=10]: one chaos scenario N times in a loop;
+## prints runs/passed, lost, double-counted, crashes restarted and the worst recovery
+SCENARIO ?= join_and_leave
+RUNS ?= 10
+soak: install
+	$(PY) -m tests.chaos.soak -k $(SCENARIO) -n $(RUNS)
 
 lint: install
 	$(VENV)/bin/ruff check .
