@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import Counter
 from types import SimpleNamespace
 
+import pytest
 from faust.types import TP as TopicPartition
 from mode.utils.locks import Event
 
@@ -21,6 +23,7 @@ from stream.faust_fixes import (
     read_offset_race,
     rebalance_state,
     recovery_highwaters,
+    recovery_seek,
     stop_commit,
 )
 
@@ -53,6 +56,32 @@ def test_patched_highwaters_ask_the_broker() -> None:
     apply_all()
     got = asyncio.run(recovery_highwaters._highwaters(consumer_thread(), [TP]))
     assert got == {TP: 42}
+
+
+class SeekingConsumer:
+    def __init__(self) -> None:
+        self.seeks: list[dict] = []
+
+    async def seek_wait(self, offsets):  # noqa: ANN001, ANN201
+        for offset in offsets.values():
+            if not isinstance(offset, int) or offset < 0:  # as aiokafka's seek
+                raise ValueError("Offset must be a positive integer")
+        self.seeks.append(offsets)
+
+
+def test_upstream_recovery_seek_crashes_on_a_partition_added_mid_recovery() -> None:
+    # _add registered it with None; the round under way built offsets only for the others.
+    offsets = Counter({TP: 7, ("y-changelog", 1): None})
+    with pytest.raises(ValueError, match="positive integer"):
+        asyncio.run(recovery_seek.upstream()(None, SeekingConsumer(), set(offsets), offsets, "a"))
+
+
+def test_patched_recovery_seek_reads_such_a_partition_from_its_start() -> None:
+    apply_all()
+    consumer = SeekingConsumer()
+    offsets = Counter({TP: 7, ("y-changelog", 1): None, ("z-changelog", 2): -1})
+    asyncio.run(recovery_seek._seek_offsets(None, consumer, set(offsets), offsets, "active"))
+    assert consumer.seeks == [{TP: 7, ("y-changelog", 1): 0, ("z-changelog", 2): 0}]
 
 
 class RecordingConsumer:
