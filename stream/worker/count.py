@@ -42,7 +42,7 @@ from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.normalise import BATCH_SIZE, BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.partitions import engine_for, marks_for, owned_partitions
-from stream.worker.supervision import unless_revoked
+from stream.worker.supervision import to_the_end, unless_revoked
 from stream.worker.trace import trace_batch
 from stream.worker.transactions import ack_all, commits_held, send_in_transaction, write_state
 
@@ -80,9 +80,7 @@ async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
     for p in applied.tps:
         advance_watermark(ctx, p)
     async with commits_held(ctx.app):
-        await write_batch(ctx, applied, next_offsets)
-        await mark_handled(ctx.app, holes)
-        await ack_all(stream, batch)
+        await to_the_end(write_and_ack(ctx, stream, batch, applied, next_offsets, holes))
     if ctx.settings.trace_offsets:
         trace_batch("count", batch, dups=sum(applied.duplicates.values()))
     for (source, kind), n in applied.counted.items():
@@ -158,6 +156,16 @@ def advance_loaded(ctx: Context) -> None:
     only judges lateness more leniently.)"""
     for p in list(ctx.engines):
         advance_watermark(ctx, p)
+
+
+async def write_and_ack(
+    ctx: Context, stream: faust.StreamT, batch: list, applied: Applied, next_offsets: dict, holes
+) -> None:
+    """The batch's state written, its holes handled, its events acked, to the end
+    even if the agent is cancelled meanwhile (supervision.to_the_end)."""
+    await write_batch(ctx, applied, next_offsets)
+    await mark_handled(ctx.app, holes)
+    await ack_all(stream, batch)
 
 
 async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int]) -> None:

@@ -35,7 +35,7 @@ from stream.worker.dead_letters import (
 )
 from stream.worker.metrics import REJECTED
 from stream.worker.offsets import continuous, mark_handled
-from stream.worker.supervision import unless_revoked
+from stream.worker.supervision import to_the_end, unless_revoked
 from stream.worker.trace import trace_batch
 from stream.worker.transactions import Record, ack_all, commits_held, send_records
 
@@ -71,14 +71,22 @@ async def normalise_batch(
     for tp, record in mark_records(ctx, marks, next_offsets):
         sends[(tp, ctx.settings.events_topic)].append(record)
     async with commits_held(ctx.app):
-        for (source, topic), records in sends.items():
-            await send_records(ctx.app, source, topic, records)
-        await mark_handled(ctx.app, holes)
-        await ack_all(stream, batch)
+        await to_the_end(send_and_ack(ctx, stream, batch, sends, holes))
     ctx.source_next.update(next_offsets)  # committed with this batch's transaction
     ctx.sent_marks.update({tp: ts for tp, ts in marks.items() if ts != NONE})
     if ctx.settings.trace_offsets:
         trace_batch("normalise", batch)
+
+
+async def send_and_ack(
+    ctx: Context, stream: faust.StreamT, batch: list, sends: dict, holes
+) -> None:
+    """The batch's records sent, its holes handled, its events acked, to the end
+    even if the agent is cancelled meanwhile (supervision.to_the_end)."""
+    for (source, topic), records in sends.items():
+        await send_records(ctx.app, source, topic, records)
+    await mark_handled(ctx.app, holes)
+    await ack_all(stream, batch)
 
 
 async def route(
