@@ -12,6 +12,7 @@ import faust
 from aiokafka.errors import IllegalOperation, ProducerFenced
 
 from stream.faust_fixes.batch_sends import TransactionGone
+from stream.faust_fixes.failed_batch_acks import keep_unacked
 from stream.worker.transactions import Revoked, batch_is_stale, begin_batch
 
 log = logging.getLogger("stream.worker")
@@ -33,6 +34,7 @@ def stop_worker_on_error(app: faust.App, name: str) -> Callable:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                keep_unacked(stream)  # the failed batch is read again, not committed
                 log.critical(f"agent {name} failed; stopping the worker", exc_info=True)
                 asyncio.get_running_loop().call_later(15, os._exit, 1)  # if stopping hangs
                 await app.crash(exc)

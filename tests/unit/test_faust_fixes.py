@@ -284,3 +284,29 @@ def test_patched_commit_raises_the_failure_after_the_others_finished() -> None:
     log, error = commit_all(Producer.commit_transactions, ["t1", "t2", "t3"], failing="t2")
     assert str(error) == "t2 fenced"
     assert ("t1", "begin", "end") in log and ("t3", "begin", "end") in log
+
+
+def test_upstream_take_events_acks_its_batch_in_a_finally() -> None:
+    """Faust acks a yielded batch however the agent leaves it, an exception included."""
+    from faust.streams import Stream
+
+    source = inspect.getsource(Stream.take_events)
+    after_yield = source[source.index("yield list(events)") :]
+    assert after_yield.index("finally:") < after_yield.index("await self.ack(event)")
+
+
+def test_a_failed_agents_stream_acks_nothing_more() -> None:
+    from stream.faust_fixes.failed_batch_acks import keep_unacked
+
+    acked: list = []
+
+    class FakeStream:
+        async def ack(self, event):  # noqa: ANN001, ANN201
+            acked.append(event)
+            return True
+
+    stream = FakeStream()
+    asyncio.run(stream.ack("before"))
+    keep_unacked(stream)
+    assert asyncio.run(stream.ack("after")) is False
+    assert acked == ["before"]
