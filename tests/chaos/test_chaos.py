@@ -337,9 +337,14 @@ def recovering(worker) -> bool:
     return status == 503 and orjson.loads(body).get("state") == "recovering"
 
 
+@pytest.mark.slow  # open: 1 run in 3 stalls, see docs/guarantees.md ("Open")
 def test_worker_killed_again_during_its_recovery(stack, stack_env, tmp_path):
     """The replacement of a killed worker is killed while it reads the changelogs
-    back: a third one must still end exactly where the oracle does."""
+    back: a third one must still end exactly where the oracle does.
+
+    Passed 2 of 3 runs; in the third the third worker never consumed two
+    ad-spend partitions (no committed offset, 3 messages) and stopped at offset
+    614 of 769 on one calls partition: the scale-out stall of issue #24."""
     env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
     docs = load_docs(707)
     figures = Figures("7. kill -9, and again during the recovery")
