@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from stream.api.views import Response
-from stream.core.rate_limit import RateLimit
+from stream.core.rate_limit import RateLimit, retry_seconds
 from stream.core.tracking import lease_request
 
 MAX_BODY = 4096  # bytes of a write request's JSON body
@@ -38,7 +38,7 @@ class LeaseLimits:
 
 
 def too_many(who: str, per_minute: float, wait: float) -> Response:
-    seconds = max(1, round(wait + 0.5))
+    seconds = retry_seconds(wait)
     return Response(
         {
             "error": f"too many tracking number requests from this {who} "

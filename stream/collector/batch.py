@@ -9,9 +9,7 @@ never dead-lettered by the worker for its shape.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -19,6 +17,7 @@ import orjson
 from stream.collector.touch import with_touch
 from stream.collector.write_keys import Source
 from stream.core.events import Rejection, decode, entity_of
+from stream.kafka.producer import complete
 
 MAX_REQUEST = 500 * 1024  # bytes of one request body (Segment's batch limit)
 MAX_EVENT = 32 * 1024  # bytes of one event in it
@@ -78,24 +77,17 @@ def events_of(raw: bytes) -> list[Any]:
     return events
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 def completed(event: dict[str, Any], source: Source) -> dict[str, Any]:
-    """``event_id`` and ``occurred_at`` filled when absent. An event with its own
-    time but no id gets an id derived from its content, so resending the same
-    batch after a 503 counts it once; one with neither can only get a new id."""
+    """``event_id`` and ``occurred_at`` filled when absent, as the producer fills
+    them (``complete``). An event with its own time but no id gets an id derived
+    from its content, so resending the same batch after a 503 counts it once;
+    one with neither can only get a new id."""
     out = with_touch({k: v for k, v in event.items() if v is not None})
-    if "event_id" not in out:
-        if "occurred_at" in out:
-            canonical = orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
-            digest = hashlib.sha256(source.name.encode() + b"\0" + canonical).hexdigest()
-            out["event_id"] = f"c-{digest[:32]}"
-        else:
-            out["event_id"] = str(uuid.uuid4())
-    out.setdefault("occurred_at", _now())
-    return out
+    if "event_id" not in out and "occurred_at" in out:
+        canonical = orjson.dumps(out, option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.sha256(source.name.encode() + b"\0" + canonical).hexdigest()
+        out["event_id"] = f"c-{digest[:32]}"
+    return complete(out)
 
 
 def prepare(

@@ -25,12 +25,13 @@ from stream.collector.batch import (
 )
 from stream.collector.metrics import CollectorMetrics
 from stream.collector.sender import Message, Sender, Unavailable
-from stream.collector.touch import TOUCH_FIELDS, touch_of
+from stream.collector.touch import touch_of
 from stream.collector.vendors import Unmappable, map_payload
 from stream.collector.webhook_config import Hook
 from stream.collector.write_keys import Source, key_of, source_of
 from stream.config import Settings
-from stream.core.rate_limit import RateLimit
+from stream.core.rate_limit import RateLimit, retry_seconds
+from stream.core.tracking import TOUCH_FIELDS
 
 RETRY_AFTER = "5"  # seconds a client waits after a 503 (Kafka away)
 WEBHOOK_TYPES = frozenset({"deal_stage", "call"})
@@ -206,7 +207,7 @@ class Collector:
         if self.lease is None:
             return error(404, "tracking numbers are not configured on this collector")
         if wait := self.lease_limit.retry_after(request.client, time.time()):
-            seconds = str(max(1, round(wait + 0.5)))
+            seconds = str(retry_seconds(wait))
             return error(
                 429,
                 f"too many tracking number requests from this address; retry in {seconds} s",

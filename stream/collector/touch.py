@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+from stream.core.tracking import TOUCH_FIELDS
+
 # Ad click ids: a click on a paid ad even without UTM tags.
 CLICK_IDS = {
     "gclid": ("paid", "google", "cpc"),
@@ -104,9 +106,6 @@ def touch_of(url: str, referrer: str = "") -> dict[str, str]:
     if "source" in touch:
         return {**touch, "channel": "other"}
     return {**touch, **from_referrer(referrer, (parts.hostname or "").lower().removeprefix("www."))}
-
-
-TOUCH_FIELDS = ("channel", "source", "medium", "campaign", "keyword")
 
 
 def with_touch(event: dict) -> dict:

@@ -36,3 +36,8 @@ class RateLimit:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+def retry_seconds(wait: float) -> int:
+    """A Retry-After value for ``wait`` seconds: whole seconds, at least 1, rounded up."""
+    return max(1, round(wait + 0.5))
