@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from functools import cache
-from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,6 +24,7 @@ from stream.collector.write_keys import load_write_keys
 from stream.config import Settings
 from stream.core.funnels import load_funnels
 from stream.net import is_loopback, read_body
+from stream.static_files import static_file
 
 log = logging.getLogger("funnel.collector")
 MAX_WEBHOOK = 1024 * 1024
@@ -35,16 +34,6 @@ CORS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "86400",
 }
-SHOP_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
-
-
-@cache
-def package_file(folder: str, name: str) -> bytes | None:
-    """A file of stream/collector/<folder> by bare name (no paths), or None."""
-    if "/" in name or "\\" in name or name.startswith("."):
-        return None
-    path = resources.files("stream.collector").joinpath(folder, name)
-    return path.read_bytes() if path.is_file() else None
 
 
 async def read(request: web.Request, limit: int) -> Request:
@@ -102,9 +91,9 @@ def routes(collector: Collector, settings: Settings) -> web.RouteTableDef:
 
     @table.get("/t.js")
     async def tracker(request: web.Request) -> web.Response:
-        body = package_file("web", "t.js") or b""
+        body, content_type = static_file("stream.collector", "web", "t.js")
         headers = {"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"}
-        return web.Response(body=body, content_type="text/javascript", headers=headers)
+        return web.Response(body=body, content_type=content_type, headers=headers)
 
     @table.get("/metrics")
     async def metrics_page(request: web.Request) -> web.Response:
@@ -125,11 +114,10 @@ def routes(collector: Collector, settings: Settings) -> web.RouteTableDef:
         @table.get("/shop/{name}")
         async def shop(request: web.Request) -> web.Response:
             name = request.match_info["name"]
-            body = package_file("shop", name)
-            suffix = name[name.rfind(".") :] if "." in name else ""
-            if body is None or suffix not in SHOP_TYPES:
+            found = static_file("stream.collector", "shop", name)
+            if found is None:
                 return web.json_response({"error": f"no shop page {name!r}"}, status=404)
-            return web.Response(body=body, content_type=SHOP_TYPES[suffix])
+            return web.Response(body=found[0], content_type=found[1])
 
     return table
 
