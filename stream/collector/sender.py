@@ -115,16 +115,14 @@ class Sender:
         self.pending -= unsent
         for future in futures:
             if future.done():
-                self.pending -= 1
-                if not future.cancelled():
-                    future.exception()  # retrieved: no "never retrieved" warning
+                self._done(future)
             else:
                 future.add_done_callback(self._done)
 
     def _done(self, future: asyncio.Future) -> None:
         self.pending -= 1
         if not future.cancelled():
-            future.exception()
+            future.exception()  # retrieved: no "never retrieved" warning
 
     async def warm_up(self, every: float = 5.0) -> None:
         """Start the producer now, retrying until Kafka answers (readiness waits on it)."""

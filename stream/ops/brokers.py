@@ -10,19 +10,26 @@ single-broker stack's (fetched by Maven).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import signal
 import string
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 from stream.config import Settings
 from stream.net import port_open
-from stream.ops.stack import DEPLOY, Stack, StackError, log_tail
+from stream.ops.stack import (
+    DEPLOY,
+    Stack,
+    StackError,
+    broker_command,
+    format_storage,
+    log_tail,
+    new_cluster_id,
+    write_log4j,
+)
 
 
 class BrokerCluster:
@@ -53,12 +60,10 @@ class BrokerCluster:
         template = string.Template(
             (DEPLOY / "local" / "kafka" / "cluster-node.properties").read_text()
         )
-        log4j = string.Template((DEPLOY / "local" / "kafka" / "log4j.properties").read_text())
         voters = ",".join(f"{n}@{self.s.host}:{self.controller_port(n)}" for n in self.nodes)
         for n in self.nodes:
             ndir = self.node_dir(n)
-            props = ndir / "server.properties"
-            props.write_text(
+            (ndir / "server.properties").write_text(
                 template.substitute(
                     node_id=n,
                     voters=voters,
@@ -69,21 +74,14 @@ class BrokerCluster:
                     partitions=self.s.partitions,
                 )
             )
-            (ndir / "log4j.properties").write_text(log4j.substitute(log_dir=ndir))
-            if (ndir / "data" / "meta.properties").exists():
-                continue
-            log_config = f"-Dlog4j.configuration=file:{ndir / 'log4j.properties'}"
-            command = ["java", "-cp", f"{lib}/*", log_config, "kafka.tools.StorageTool", "format"]
-            command += [f"--cluster-id={cluster_id}", f"--config={props}"]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+            write_log4j(ndir)
+            if not (ndir / "data" / "meta.properties").exists():
+                format_storage(lib, ndir, cluster_id)
 
     def up(self, timeout: float = 120.0) -> None:
         """Format (once) and start every node; wait until the cluster answers."""
         lib = Stack(self.s).fetch_kafka_jars()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        self._prepare(lib, cluster_id)
+        self._prepare(lib, new_cluster_id())
         for n in self.nodes:
             self.start(n)
         deadline = time.monotonic() + timeout
@@ -100,13 +98,13 @@ class BrokerCluster:
             raise StackError(f"kafka node {node}: port {self.port(node)} is already in use")
         with (ndir / "kafka.log").open("ab") as log:
             self.procs[node] = subprocess.Popen(
-                ["java", f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC",
-                 "-Djava.awt.headless=true", f"-Dkafka.logs.dir={ndir}",
-                 f"-Dlog4j.configuration=file:{ndir / 'log4j.properties'}",
-                 "-cp", f"{self.s.kafka_lib}/*", "kafka.Kafka", str(ndir / "server.properties")],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ndir,
+                broker_command(self.s.kafka_lib, ndir, self.heap),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=ndir,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def kill(self, node: int) -> None:
         """kill -9: no controlled shutdown, leaderships move after the session times out."""

@@ -73,6 +73,58 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def write_log4j(kdir: Path) -> None:
+    """A broker's log4j.properties in its directory (logs to files there)."""
+    log4j = DEPLOY / "local" / "kafka" / "log4j.properties"
+    (kdir / "log4j.properties").write_text(
+        string.Template(log4j.read_text()).substitute(log_dir=kdir)
+    )
+
+
+def format_storage(lib: Path, kdir: Path, cluster_id: str) -> None:
+    """Format the KRaft storage of the broker whose server.properties is in ``kdir``."""
+    result = subprocess.run(
+        [
+            "java",
+            "-cp",
+            f"{lib}/*",
+            f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
+            "kafka.tools.StorageTool",
+            "format",
+            # `=` form: a random id may start with "-", which argparse
+            # would read as an option.
+            f"--cluster-id={cluster_id}",
+            f"--config={kdir / 'server.properties'}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+
+
+def broker_command(lib: Path, kdir: Path, heap: str) -> list[str]:
+    """The java command of the broker whose files are in ``kdir``."""
+    return [
+        "java",
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        f"-Dkafka.logs.dir={kdir}",
+        f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
+        "-cp",
+        f"{lib}/*",
+        "kafka.Kafka",
+        str(kdir / "server.properties"),
+    ]
+
+
 class Stack:
     """Starts, checks and stops the local components for one set of settings."""
 
@@ -299,47 +351,12 @@ class Stack:
                 partitions=self.s.partitions,
             )
         )
-        log4j = DEPLOY / "local" / "kafka" / "log4j.properties"
-        (kdir / "log4j.properties").write_text(
-            string.Template(log4j.read_text()).substitute(log_dir=kdir)
-        )
+        write_log4j(kdir)
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            result = subprocess.run(
-                [
-                    "java",
-                    "-cp",
-                    f"{lib}/*",
-                    f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
-                    "kafka.tools.StorageTool",
-                    "format",
-                    # `=` form: a random id may start with "-", which argparse
-                    # would read as an option.
-                    f"--cluster-id={cluster_id}",
-                    f"--config={props}",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+            format_storage(lib, kdir, new_cluster_id())
 
     def _kafka_command(self) -> list[str]:
-        kdir = self._dir("kafka")
-        return [
-            "java",
-            f"-Xms{self.s.kafka_heap}",
-            f"-Xmx{self.s.kafka_heap}",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={kdir}",
-            f"-Dlog4j.configuration=file:{kdir / 'log4j.properties'}",
-            "-cp",
-            f"{self.s.kafka_lib}/*",
-            "kafka.Kafka",
-            str(kdir / "server.properties"),
-        ]
+        return broker_command(self.s.kafka_lib, self._dir("kafka"), self.s.kafka_heap)
 
     def _kafka_healthy(self) -> bool:
         if not port_open(self.s.host, self.s.kafka_port):
