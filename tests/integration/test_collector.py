@@ -119,12 +119,20 @@ def test_batches_are_counted_exactly_and_bad_events_answered(stack, stack_env, t
 
 
 class Load(threading.Thread):
-    """Posts every batch in order, each until answered 200 (503: wait, send it again)."""
+    """Posts every batch in order, each until answered 200 (503: wait, send it again).
 
-    def __init__(self, collector: CollectorProcess, requests: list) -> None:
+    It stops after `pause_after` batches until `resume` is set, so that the
+    test can stop the broker between two batches: a handful of batches is
+    sent in milliseconds, faster than a broker stops.
+    """
+
+    def __init__(self, collector: CollectorProcess, requests: list, pause_after: int) -> None:
         super().__init__(daemon=True)
         self.collector = collector
         self.requests = requests
+        self.pause_after = pause_after
+        self.paused = threading.Event()
+        self.resume = threading.Event()
         self.done = 0
         self.statuses: list[int] = []
         self.error: BaseException | None = None
@@ -132,6 +140,9 @@ class Load(threading.Thread):
     def run(self) -> None:
         try:
             for key, events in self.requests:
+                if self.done == self.pause_after:
+                    self.paused.set()
+                    self.resume.wait(120)
                 while True:
                     try:
                         status, _, headers = send(self.collector, key, events)
@@ -157,12 +168,12 @@ def test_a_broker_stop_mid_load_is_answered_503_and_resent_batches_count_once(
     collector = CollectorProcess(env, free_port()).start()
     stack_api = Stack(settings)
     worker = None
-    load = Load(collector, requests)
+    load = Load(collector, requests, pause_after=len(requests) // 3)
     try:
         load.start()
-        while load.done < len(requests) // 3 and load.is_alive():
-            time.sleep(0.05)
+        assert load.paused.wait(120) and load.error is None, load.error
         stack_api.down(["kafka"])
+        load.resume.set()
         outage = time.monotonic()
         while not any(s in (0, 503) for s in load.statuses) and time.monotonic() - outage < 60:
             time.sleep(0.2)
