@@ -67,12 +67,21 @@ def plan(delivered: Iterable[int], expected: int | None) -> Plan:
 
 
 class Refetcher:
-    """Reads given offset ranges back from the broker (read_committed, no group)."""
+    """Reads given offset ranges back from the broker (read_committed, no group).
+
+    The group's committed offsets come from an admin client: a consumer with
+    the group id, assigned one partition after another, crashed its group
+    coordinator (aiokafka issue 796: ``assert assignment is not None and
+    assignment.active`` when the manual assignment changes while the
+    coordinator routine runs), and the error surfaced in the agent that
+    asked, stopping the worker (test_scale_out, 2026-11-30).
+    """
 
     def __init__(self, client_options: dict[str, Any], group_id: str | None = None) -> None:
         self.client_options = client_options  # stream.kafka.client.client_options
         self.group_id = group_id  # only read (committed offsets); never joined
         self._consumer: Any = None
+        self._admin: Any = None
         # Both agents share one consumer; each call assigns and seeks it.
         self._lock = asyncio.Lock()
 
@@ -84,10 +93,18 @@ class Refetcher:
                 **self.client_options,
                 isolation_level="read_committed",
                 enable_auto_commit=False,
-                group_id=self.group_id,
+                group_id=None,
             )
             await self._consumer.start()
         return self._consumer
+
+    async def _admin_client(self) -> Any:
+        if self._admin is None:
+            from aiokafka.admin import AIOKafkaAdminClient
+
+            self._admin = AIOKafkaAdminClient(**self.client_options)
+            await self._admin.start()
+        return self._admin
 
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
         """Records with offsets in [first, last] (markers and aborted records have none)."""
@@ -119,12 +136,14 @@ class Refetcher:
     async def _start(self, topic: str, partition: int) -> int:
         from aiokafka import TopicPartition
 
-        consumer = await self._client()
         tp = TopicPartition(topic, partition)
-        consumer.assign([tp])
-        committed = await consumer.committed(tp) if self.group_id else None
-        if committed is not None:
-            return committed
+        if self.group_id:
+            admin = await self._admin_client()
+            committed = await admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
+            found = committed.get(tp)
+            if found is not None and found.offset >= 0:
+                return found.offset
+        consumer = await self._client()
         return (await consumer.beginning_offsets([tp]))[tp]
 
     @staticmethod
@@ -135,3 +154,6 @@ class Refetcher:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
