@@ -40,10 +40,12 @@ class FakeAioConsumer:
         return dict.fromkeys(partitions, 42)
 
 
-def consumer_thread() -> SimpleNamespace:
-    aio = FakeAioConsumer()
+def consumer_thread(aio=None, actives=()) -> SimpleNamespace:  # noqa: ANN001
+    aio = aio or FakeAioConsumer()
+    assignor = SimpleNamespace(assigned_actives=lambda: set(actives))
     return SimpleNamespace(
-        consumer=SimpleNamespace(in_transaction=True), _ensure_consumer=lambda: aio
+        consumer=SimpleNamespace(in_transaction=True, app=SimpleNamespace(assignor=assignor)),
+        _ensure_consumer=lambda: aio,
     )
 
 
@@ -56,6 +58,37 @@ def test_patched_highwaters_ask_the_broker() -> None:
     apply_all()
     got = asyncio.run(recovery_highwaters._highwaters(consumer_thread(), [TP]))
     assert got == {TP: 42}
+
+
+class CommittingAioConsumer:
+    """A changelog whose last transaction is committed, its markers written late:
+    the last stable offset reaches the high watermark (50) on the third ask."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def end_offsets(self, partitions):  # noqa: ANN001, ANN201
+        self.asked += 1
+        return dict.fromkeys(partitions, 50 if self.asked >= 3 else 38)
+
+
+def test_patched_highwaters_wait_for_the_markers_of_active_partitions(monkeypatch) -> None:
+    async def high(aio, tps):  # noqa: ANN001, ANN202
+        return dict.fromkeys(tps, 50)
+
+    monkeypatch.setattr(recovery_highwaters, "high_watermarks", high)
+    monkeypatch.setattr(recovery_highwaters, "POLL_S", 0.001)
+    aio = CommittingAioConsumer()
+    got = asyncio.run(recovery_highwaters._highwaters(consumer_thread(aio, [TP]), [TP]))
+    assert got == {TP: 50} and aio.asked == 3
+    standby = CommittingAioConsumer()  # another worker's partition: not waited for
+    got = asyncio.run(recovery_highwaters._highwaters(consumer_thread(standby), [TP]))
+    assert got == {TP: 38} and standby.asked == 1
+
+
+def test_pending_partitions_are_those_below_their_high_watermark() -> None:
+    stable = {"a": 10, "b": 20, "c": None}
+    assert recovery_highwaters.pending(stable, {"a": 12, "b": 20, "c": 5}) == ["a"]
 
 
 class SeekingConsumer:
