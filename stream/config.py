@@ -163,6 +163,10 @@ class Settings:
     # seconds do not hold the watermark back.
     idle_check: float = 2.0
     idle_timeout: float = 10.0
+    # An assigned partition whose agent got nothing for this many seconds while
+    # records lie past the offset it expects is read again from that offset
+    # (FUNNEL_STALL_AFTER; stream/faust_fixes/stalled_tails.py).
+    stall_after: float = 5.0
     # Trailing windows of the funnel gauges on /metrics (FUNNEL_METRIC_WINDOWS).
     metric_windows: str = "5m,1h,24h"
     # FunnelDropOffSpike: a step's conversion over the short window (a metric
@@ -253,6 +257,7 @@ class Settings:
             retention=_env_float("RETENTION", cls.retention),
             idle_check=_env_float("IDLE_CHECK", cls.idle_check),
             idle_timeout=_env_float("IDLE_TIMEOUT", cls.idle_timeout),
+            stall_after=_env_float("STALL_AFTER", cls.stall_after),
             metric_windows=_env("METRIC_WINDOWS", cls.metric_windows),
             alert_short_window=_env("ALERT_SHORT_WINDOW", cls.alert_short_window),
             alert_long_window=_env("ALERT_LONG_WINDOW", cls.alert_long_window),

@@ -37,7 +37,7 @@ from stream.kafka.client import (
 )
 from stream.logs import RejectLog
 from stream.net import is_loopback, port_open
-from stream.worker import attribution, count, normalise, partitions
+from stream.worker import attribution, count, normalise, partitions, tails
 from stream.worker.api_source import WorkerSource
 from stream.worker.context import Context, Tables
 from stream.worker.metrics import FUNNEL_STATE
@@ -155,6 +155,10 @@ def add_agents(app: faust.App, ctx: Context) -> None:
     @app.task
     async def watch_sources() -> None:
         await ctx.catalog.run(settings.idle_check, lambda: count.advance_loaded(ctx))
+
+    @app.task
+    async def watch_tails() -> None:
+        await tails.watch(ctx)
 
     @app.agent(events)
     @stop_worker_on_error(app, "count")

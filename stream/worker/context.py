@@ -19,6 +19,7 @@ from stream.core.funnels import Funnel
 from stream.core.tracking import Tracking
 from stream.core.watermark import SourceMarks
 from stream.faust_fixes.missing_offsets import Refetcher
+from stream.faust_fixes.stalled_tails import TailWatch
 from stream.logs import RejectLog
 from stream.worker.sources import SourceCatalog
 from stream.worker.tracking_store import TrackingStore
@@ -64,6 +65,17 @@ class Context:
     sent_marks: dict[TP, float] = field(default_factory=dict)
     pool_synced: bool = False  # the Redis number pool matches the configuration
     last_purge: float = field(default_factory=time.monotonic)
+    # Per assigned partition: when its agent last got a batch of it (monotonic),
+    # since the assignment; and the stalled tails already read again.
+    last_batch: dict[TP, float] = field(default_factory=dict)
+    assigned_at: float = field(default_factory=time.monotonic)
+    tails: TailWatch = field(default_factory=TailWatch)
+
+    def delivered(self, batch: list) -> None:
+        """Note the partitions of a batch the agent got (worker/tails.py)."""
+        now = time.monotonic()
+        for event in batch:
+            self.last_batch[event.message.tp] = now
 
     @property
     def by_name(self) -> dict[str, Funnel]:

@@ -60,6 +60,14 @@ REDELIVERED = Counter(
     ["topic"],
 )
 
+REREAD = Counter(
+    "funnel_partitions_reread",
+    "Times an assigned partition stalled with records past the offset its agent expects "
+    "(fetched, never delivered) and was read again from there "
+    "(stream/faust_fixes/stalled_tails.py).",
+    ["topic"],
+)
+
 LATE_TOTAL = Counter(
     "funnel_events_late",
     "Events behind the allowed lateness (dead-lettered with reason late), per funnel "

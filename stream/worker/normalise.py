@@ -50,7 +50,9 @@ Outgoing = tuple[Any, str, bytes | None, bytes, list[tuple[str, bytes]]]
 async def run(ctx: Context, stream: faust.StreamT, name: str, enrich: Enrich | None) -> None:
     """The agent's loop: batches of up to BATCH_SIZE, or what came within BATCH_WITHIN s."""
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        ctx.delivered(batch)
         await unless_revoked(ctx.app, name, batch, normalise_batch(ctx, stream, batch, enrich))
+        ctx.delivered(batch)
 
 
 async def normalise_batch(

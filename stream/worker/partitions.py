@@ -9,6 +9,7 @@ actively owns, so sums over workers stay exact.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -18,7 +19,7 @@ from stream.core.funnels import Funnel
 from stream.core.watermark import SourceMarks
 from stream.faust_fixes.rebalance_state import forget_uncommitted_state
 from stream.worker.context import Context
-from stream.worker.transactions import drop_keys, new_generation
+from stream.worker.transactions import assignment_done, drop_keys, new_generation
 
 log = logging.getLogger("stream.worker")
 
@@ -205,6 +206,7 @@ async def on_revoked(ctx: Context) -> None:
     events were read twice against state that already held them. Committing
     first makes the rewind a no-op. Engines reload from the tables after.
     """
+    log.info("partitions revoked", extra={"rebalances": ctx.app.rebalancing_count})
     new_generation()  # batches still running stop writing (transactions.check_not_revoked)
     if ctx.app.consumer.assignment():
         try:
@@ -221,6 +223,11 @@ async def on_revoked(ctx: Context) -> None:
 
 
 def on_assigned(ctx: Context) -> None:
+    log.info("partitions assigned", extra={"owned": sorted(owned_partitions(ctx))})
+    assignment_done()  # batches may write again (transactions.begin_batch)
+    ctx.assigned_at = time.monotonic()  # stalled tails are judged from here (worker/tails.py)
+    ctx.last_batch.clear()
+    ctx.tails.forget()
     ctx.engines.clear()  # rebuilt from the recovered tables on first use
     ctx.marks.clear()
     ctx.source_next.clear()
