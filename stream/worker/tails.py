@@ -41,7 +41,7 @@ async def check(ctx: Context) -> None:
     now = time.monotonic()
     tails = {}
     for tp in stream_partitions(ctx):
-        idle = now - max(ctx.last_batch.get(tp, ctx.assigned_at), ctx.assigned_at)
+        idle = now - ctx.last_batch.get(tp, ctx.assigned_at)  # cleared on each assignment
         end = end_offset(ctx, tp)
         if idle < ctx.settings.stall_after or not end:
             continue  # busy, or nothing in it: no need to ask where it stands
