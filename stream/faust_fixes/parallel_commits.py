@@ -14,7 +14,8 @@ Each transaction has its own producer and lock, so committing them at once
 changes nothing of what each commits; as before, a crash between two
 commits leaves some committed and some not, which exactly-once already
 covers (each transaction holds its own offsets). The first failure is
-raised once every commit has finished, as the loop would raise it.
+raised once every commit has finished, as the loop would raise it; a fenced
+transaction is handed to the worker instead (fenced_transactions.py).
 
 Delete when: Faust commits its transactions concurrently.
 """
@@ -26,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stream.faust_fixes import patching
+from stream.faust_fixes.fenced_transactions import fenced, is_fenced
 
 
 async def commit_transactions(
@@ -35,16 +37,22 @@ async def commit_transactions(
     start_new_transaction: bool = True,
 ) -> None:
     """Faust's commit of each transaction, all of them at once."""
+    tids = list(tid_to_offset_map)
     results = await asyncio.gather(
         *(
-            commit_one(self, tid, offsets, group_id, start_new_transaction)
-            for tid, offsets in tid_to_offset_map.items()
+            commit_one(self, tid, tid_to_offset_map[tid], group_id, start_new_transaction)
+            for tid in tids
         ),
         return_exceptions=True,
     )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+    failures = [
+        (tid, r) for tid, r in zip(tids, results, strict=True) if isinstance(r, BaseException)
+    ]
+    fences = [(tid, exc) for tid, exc in failures if is_fenced(exc)]
+    if fences and await fenced(*fences[0]):
+        failures = [(tid, exc) for tid, exc in failures if not is_fenced(exc)]
+    if failures:
+        raise failures[0][1]
 
 
 async def commit_one(

@@ -7,6 +7,7 @@ same way once FUNNEL_KAFKA_SECURITY_PROTOCOL and friends are set.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any
 
@@ -98,9 +99,30 @@ async def create_topics(
             elif code != TOPIC_ALREADY_EXISTS:
                 message = rest[0] if rest else ""
                 raise RuntimeError(f"creating topic {topic!r} failed: error {code} {message}")
+        await wait_listed(admin, wanted)
         return created
     finally:
         await admin.close()
+
+
+async def wait_listed(admin: Any, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until the broker's metadata lists ``names``.
+
+    CreateTopics answers once the controller has created a topic; the broker
+    that answers metadata learns of it a moment later. A worker started right
+    after ``funnel topics`` found its topics missing and exited (seen in a
+    loop of the chaos suite, which creates a run's topics just before it
+    starts the worker).
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        missing = set(names) - set(await admin.list_topics())
+        if not missing:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topic(s) {', '.join(sorted(missing))} created but not listed "
+                               f"by the broker after {timeout:.0f} s")  # fmt: skip
+        await asyncio.sleep(0.1)
 
 
 class MissingTopics(Exception):

@@ -16,6 +16,7 @@ worker/api_source.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 
@@ -26,6 +27,7 @@ from stream.api import routes
 from stream.config import Settings
 from stream.core.funnels import load_funnels
 from stream.core.tracking import load_tracking
+from stream.faust_fixes.fenced_transactions import on_fenced
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.kafka.client import (
     MissingTopics,
@@ -37,7 +39,7 @@ from stream.kafka.client import (
 )
 from stream.logs import RejectLog
 from stream.net import is_loopback, port_open
-from stream.worker import attribution, count, normalise, partitions, tails
+from stream.worker import attribution, count, fencing, normalise, partitions, tails
 from stream.worker.api_source import WorkerSource
 from stream.worker.context import Context, Tables
 from stream.worker.metrics import FUNNEL_STATE
@@ -124,6 +126,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
     ctx = build_context(app, settings)
     add_agents(app, ctx)
     add_rebalance_handlers(app, ctx)
+    on_fenced(functools.partial(fencing.handle_fence, ctx))
     FUNNEL_STATE.source = lambda: partitions.funnel_state(ctx)
     FUNNEL_STATE.consumer = lambda: partitions.consumer_state(ctx)
     routes.register(app, WorkerSource(ctx))

@@ -66,9 +66,10 @@ class Context:
     pool_synced: bool = False  # the Redis number pool matches the configuration
     last_purge: float = field(default_factory=time.monotonic)
     # Per assigned partition: when its agent last got a batch of it (monotonic),
-    # since the assignment; and the stalled tails already read again.
+    # since the assignment; when the worker was first seen ready after it; and
+    # the stalled tails already read again.
     last_batch: dict[TP, float] = field(default_factory=dict)
-    assigned_at: float = field(default_factory=time.monotonic)
+    ready_since: float | None = None
     tails: TailWatch = field(default_factory=TailWatch)
 
     def delivered(self, batch: list) -> None:

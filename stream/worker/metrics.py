@@ -68,6 +68,13 @@ REREAD = Counter(
     ["topic"],
 )
 
+FENCED = Counter(
+    "funnel_transactions_fenced",
+    "Times this worker's transactions were fenced (another producer took a transactional "
+    "id, or the broker aborted a transaction): they were dropped and the worker rejoined "
+    "the group to read committed state back (stream/faust_fixes/fenced_transactions.py).",
+)
+
 LATE_TOTAL = Counter(
     "funnel_events_late",
     "Events behind the allowed lateness (dead-lettered with reason late), per funnel "

@@ -9,7 +9,6 @@ actively owns, so sums over workers stay exact.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from typing import Any
 
@@ -225,7 +224,7 @@ async def on_revoked(ctx: Context) -> None:
 def on_assigned(ctx: Context) -> None:
     log.info("partitions assigned", extra={"owned": sorted(owned_partitions(ctx))})
     assignment_done()  # batches may write again (transactions.begin_batch)
-    ctx.assigned_at = time.monotonic()  # stalled tails are judged from here (worker/tails.py)
+    ctx.ready_since = None  # stalled tails are judged from readiness on (worker/tails.py)
     ctx.last_batch.clear()
     ctx.tails.forget()
     ctx.engines.clear()  # rebuilt from the recovered tables on first use

@@ -1,4 +1,8 @@
-"""How an agent's batch loop fails: a revoked batch is dropped, anything else stops the worker."""
+"""How an agent's batch loop fails.
+
+A revoked or fenced batch is dropped (read again later); anything else stops
+the worker.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ import os
 from collections.abc import Awaitable, Callable
 
 import faust
-from aiokafka.errors import IllegalOperation, ProducerFenced
 
-from stream.faust_fixes.batch_sends import TransactionGone
 from stream.faust_fixes.failed_batch_acks import keep_unacked
+from stream.faust_fixes.fenced_transactions import FENCED, fenced
 from stream.worker.transactions import Revoked, batch_is_stale, begin_batch
 
 log = logging.getLogger("stream.worker")
@@ -46,7 +49,8 @@ def stop_worker_on_error(app: faust.App, name: str) -> Callable:
 
 
 async def unless_revoked(app: faust.App, agent: str, batch: list, handle: Awaitable) -> None:
-    """Run one batch; drop it if its partitions are revoked while it writes.
+    """Run one batch; drop it if its partitions are revoked while it writes, or
+    if its transaction is fenced (worker/fencing.py: the worker rejoins).
 
     Its offsets were not committed, so it is read again by the partitions'
     next owner. Any other failure propagates (and stops the worker).
@@ -54,13 +58,20 @@ async def unless_revoked(app: faust.App, agent: str, batch: list, handle: Awaita
     begin_batch()
     try:
         await handle
-    except (Revoked, TransactionGone, IllegalOperation, ProducerFenced) as exc:
-        if not isinstance(exc, Revoked) and not (batch_is_stale() or app.rebalancing):
+    except Revoked as exc:
+        dropped(agent, batch, exc)
+    except FENCED as exc:
+        if not batch_is_stale() and not await fenced(f"batch of {agent}", exc):
             raise
-        log.warning(
-            "batch dropped: partitions revoked while it was written; it is read again",
-            extra={"agent": agent, "events": len(batch), "error": repr(exc)},
-        )
+        dropped(agent, batch, exc)
+
+
+def dropped(agent: str, batch: list, exc: BaseException) -> None:
+    log.warning(
+        "batch dropped: partitions revoked or transaction fenced while it was written; "
+        "it is read again",
+        extra={"agent": agent, "events": len(batch), "error": repr(exc)},
+    )
 
 
 async def to_the_end(work: Awaitable) -> None:

@@ -39,9 +39,13 @@ async def check(ctx: Context) -> None:
     if not partitions.ready(ctx):
         return
     now = time.monotonic()
+    if ctx.ready_since is None:  # first check since the assignment's recovery ended
+        ctx.ready_since = now
     tails = {}
     for tp in stream_partitions(ctx):
-        idle = now - ctx.last_batch.get(tp, ctx.assigned_at)  # cleared on each assignment
+        # Idle since its last batch, or since the worker became ready (a recovery
+        # of minutes is not a stall); both are cleared on each assignment.
+        idle = now - ctx.last_batch.get(tp, ctx.ready_since)
         end = end_offset(ctx, tp)
         if idle < ctx.settings.stall_after or not end:
             continue  # busy, or nothing in it: no need to ask where it stands

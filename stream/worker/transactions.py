@@ -54,6 +54,11 @@ def new_generation() -> None:
     _unassigned[0] = True
 
 
+def awaiting_assignment() -> bool:
+    """Between a revoke (or a fence) and the next assignment."""
+    return _unassigned[0]
+
+
 def assignment_done() -> None:
     """The rebalance assigned partitions: batches begun from now on may write."""
     _unassigned[0] = False
@@ -261,4 +266,14 @@ async def send_records(app: faust.App, source: TP, topic: str, records: list[Rec
 async def _send_batch(aio: Any, lock: asyncio.Lock, batch: Any, topic: str, p: int) -> None:
     check_not_revoked()
     async with lock:
-        await aio.send_batch(batch, topic, partition=p)
+        delivery = await aio.send_batch(batch, topic, partition=p)
+    delivery.add_done_callback(_failure_seen)
+
+
+def _failure_seen(delivery: asyncio.Future) -> None:
+    """A failed delivery fails the transaction's commit (aiokafka marks the
+    transaction failed), which is where it is handled; retrieving it here keeps
+    asyncio from logging "Future exception was never retrieved" for every
+    record batch of a fenced transaction."""
+    if not delivery.cancelled():
+        delivery.exception()

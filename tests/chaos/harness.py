@@ -383,6 +383,32 @@ def new_run(stack_env: dict[str, str], **extra: str):
     return env, settings
 
 
+def fence(settings, groups: int = 3, partitions: tuple[int, ...] = (1,)) -> list[str]:
+    """Take the worker's transactional ids over, as a partition's new owner does:
+    a producer of each id starts (InitProducerId bumps the epoch), so the
+    worker's producers of those ids are fenced. Faust names them
+    ``{app id}-{topic group}-{partition}``; the worker has three topic groups
+    (one per agent, worker/app.py)."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.kafka.client import client_options
+
+    tids = [f"{settings.app_id}-{g}-{p}" for g in range(groups) for p in partitions]
+
+    async def take_over() -> None:
+        for tid in tids:
+            producer = AIOKafkaProducer(**client_options(settings), transactional_id=tid)
+            await producer.start()
+            try:
+                await producer.begin_transaction()  # waits for the new producer id
+                await producer.abort_transaction()
+            finally:
+                await producer.stop()
+
+    asyncio.run(take_over())
+    return tids
+
+
 def wait_progress(check: Callable[[], int], target: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,7 +4,9 @@
 
 Starts the test stack once (kept between runs), runs ``pytest tests/chaos -k
 SCENARIO`` N times (slow-marked scenarios included), and after each run reads
-the scenario rows the suite wrote (.run/.../chaos-results.json). Prints runs,
+the scenario rows the suite wrote (.run/chaos-results.json); each run's output
+goes to .run/soak-logs/run-N.txt, and a failed run keeps its worker logs in
+.run/soak-logs/run-N/. Prints runs,
 passed, lost and double-counted events, crashes restarted and the worst
 recovery time per scenario; writes them with every run's rows to
 .run/soak-results.json. Exit status 1 if any run failed.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,6 +26,7 @@ from tests.chaos.harness import RESULTS_FILE
 from tests.support import REPO, TEST_ENV
 
 SUMMARY_FILE = REPO / ".run" / "soak-results.json"
+LOG_DIR = REPO / ".run" / "soak-logs"
 
 
 def summarise(runs: list[dict]) -> dict[str, dict]:
@@ -56,18 +60,29 @@ def main(argv: list[str] | None = None) -> int:
     if up.returncode != 0:
         return up.returncode
     runs = []
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     for i in range(1, args.runs + 1):
         RESULTS_FILE.unlink(missing_ok=True)
         started = time.monotonic()
+        basetemp = LOG_DIR / f"run-{i}"
         command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+        command += [f"--basetemp={basetemp}"]
         command += ["tests/chaos/test_chaos.py", "-k", args.scenario, "-m", "integration"]
-        rc = subprocess.run(command, env=env, cwd=REPO, capture_output=True).returncode
+        done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+        rc = done.returncode
+        log = LOG_DIR / f"run-{i}.txt"
+        log.write_text(done.stdout + done.stderr)
+        if rc == 0:  # a failed run keeps its worker logs under basetemp
+            shutil.rmtree(basetemp, ignore_errors=True)
         rows = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else []
         seconds = round(time.monotonic() - started)
-        runs.append({"run": i, "rc": rc, "seconds": seconds, "rows": rows})
-        if rc == 5 or not rows:
-            print(f"no scenario matched -k {args.scenario!r} (or it failed before its figures)")
+        runs.append({"run": i, "rc": rc, "seconds": seconds, "rows": rows, "log": str(log)})
+        if rc == 5:
+            print(f"no scenario matched -k {args.scenario!r}")
             return 1
+        if not rows:
+            tail = "\n".join(done.stdout.splitlines()[-15:])
+            print(f"run {i}/{args.runs}: rc {rc}, failed before its figures; {log}:\n{tail}")
         summary = summarise(runs)
         line = ", ".join(f"{k}: {v['exact']}/{v['runs']}" for k, v in summary.items())
         print(f"run {i}/{args.runs}: rc {rc}, {runs[-1]['seconds']} s; exact so far {line}",

@@ -28,6 +28,7 @@ from tests.chaos.harness import (
     Cluster,
     Figures,
     Load,
+    fence,
     messages_of,
     new_run,
     settle,
@@ -93,6 +94,33 @@ def test_workers_join_and_leave_under_load(stack, stack_env, tmp_path):
         fault_over = time.monotonic()
         figures.sent = load.wait()
         settle(figures, cluster, settings, docs, fault_over, tmp_path)
+    finally:
+        cluster.stop()
+
+
+def test_transactions_fenced_under_load_without_a_crash(stack, stack_env, tmp_path):
+    """Another producer takes the worker's transactional ids twice mid-load (as a
+    partition's new owner does before the worker hears of the rebalance): the
+    worker must drop its transactions, rejoin and count exactly, without exiting
+    (no supervisor here: an exit fails the scenario)."""
+    env, settings = new_run(stack_env, FUNNEL_PARTITIONS="4")
+    docs = load_docs(1010)
+    figures = Figures("10. transactions fenced x2 mid-load, no restart")
+    cluster = Cluster(env, "fenced")
+    (worker,) = cluster.start(1)
+    load = Load(settings, messages_of(settings, docs), RATE)
+    load.start()
+    try:
+        n = distinct(docs)
+        wait_progress(cluster.counted_total, n // 3, 240, "events counted")
+        fence(settings, partitions=(1,))
+        wait_progress(cluster.counted_total, 2 * n // 3, 240, "events counted after a fence")
+        fence(settings, partitions=(0, 2, 3))
+        fault_over = time.monotonic()
+        figures.sent = load.wait()
+        settle(figures, cluster, settings, docs, fault_over, tmp_path)
+        fences = metric_sum(worker.metrics(), "funnel_transactions_fenced_total")
+        assert fences >= 2, f"the worker saw {fences} fences of 2"
     finally:
         cluster.stop()
 
