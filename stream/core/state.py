@@ -87,6 +87,16 @@ def _event(raw: str) -> Any:
     return decode(raw.encode(), now=float("inf"))
 
 
+def next_offset_key(partition: int) -> str:
+    """Marks-table key of the partition's next events offset (committed with its state)."""
+    return f"{partition}|next"
+
+
+def sources_key(partition: int) -> str:
+    """Marks-table key of the partition's source marks."""
+    return f"{partition}|sources"
+
+
 def values_key(partition: int, funnel: str, dim: str) -> str:
     """Key (in the watermarks table) of the raw values a funnel keeps for a dimension."""
     return orjson.dumps([partition, "values", funnel, dim]).decode()

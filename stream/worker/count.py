@@ -74,7 +74,7 @@ async def run(ctx: Context, stream: faust.StreamT) -> None:
 async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
     marks = ctx.tables.marks.data
     messages, next_offsets, holes = await continuous(
-        ctx.refetcher, batch, lambda tp: marks.get(f"{tp.partition}|next")
+        ctx.refetcher, batch, lambda tp: marks.get(state.next_offset_key(tp.partition))
     )
     applied = Applied()
     for msg in messages:
@@ -182,9 +182,10 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
     for p, tp in applied.tps.items():
         await persist_engine(ctx, p, tp)
         if p in applied.marked:
-            await write_state(app, tables.marks, tp, {f"{p}|sources": marks_for(ctx, p).state()})
+            sources = marks_for(ctx, p).state()
+            await write_state(app, tables.marks, tp, {state.sources_key(p): sources})
     for tp, offset in next_offsets.items():
-        key = f"{tp.partition}|next"
+        key = state.next_offset_key(tp.partition)
         if tables.marks.data.get(key) != offset:
             await write_state(app, tables.marks, tp, {key: offset})
     for source_tp, key, value, headers in applied.late_letters:

@@ -98,7 +98,8 @@ def load_engine(ctx: Context, p: int) -> Engine:
             if kept is not None:
                 values[(funnel.name, dim)] = kept
     engine.restore(restored, counts, mark if mark is not None else float("-inf"), values)
-    ctx.marks[p] = SourceMarks.from_state(tables.marks.data.get(f"{p}|sources"), engine.watermark)
+    sources = tables.marks.data.get(state.sources_key(p))
+    ctx.marks[p] = SourceMarks.from_state(sources, engine.watermark)
     log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
     return engine
 
@@ -116,7 +117,7 @@ def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str,
         "partition": p,
         "journeys": journeys,
         "counters": counters,
-        "next_offset": ctx.tables.marks.data.get(f"{p}|next"),
+        "next_offset": ctx.tables.marks.data.get(state.next_offset_key(p)),
         "rebalancing": ctx.app.rebalancing,
         "in_recovery": recovery.in_recovery,
         "changelogs": sorted(

@@ -17,6 +17,7 @@ from typing import Any
 
 from faust.types import TP
 
+from stream.core import state
 from stream.faust_fixes.stalled_tails import Tail
 from stream.worker import partitions
 from stream.worker.context import Context
@@ -70,7 +71,7 @@ async def expected_offset(ctx: Context, tp: TP) -> int | None:
     """The next offset the partition's agent expects; before its first batch,
     where the group resumes it (asked of the broker once per assignment)."""
     if tp.topic == ctx.settings.events_topic:
-        known = ctx.tables.marks.data.get(f"{tp.partition}|next")
+        known = ctx.tables.marks.data.get(state.next_offset_key(tp.partition))
     else:
         known = ctx.source_next.get(tp)
     if known is not None:

@@ -5,8 +5,9 @@
 Starts the test stack once (kept between runs), runs ``pytest tests/chaos -k
 SCENARIO`` N times (slow-marked scenarios included), and after each run reads
 the scenario rows the suite wrote (.run/chaos-results.json); each run's output
-goes to .run/soak-logs/run-N.txt, and a failed run keeps its worker logs in
-.run/soak-logs/run-N/. Prints runs,
+goes to .run/soak-logs/run-N.txt, and a failed run keeps its pytest temp dir
+(the input it sent) in .run/soak-logs/run-N/; the workers' logs are in the
+stack's run dir (FUNNEL_RUN_DIR), named by scenario, app id and port. Prints runs,
 passed, lost and double-counted events, crashes restarted and the worst
 recovery time per scenario; writes them with every run's rows to
 .run/soak-results.json. Exit status 1 if any run failed.
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = done.returncode
         log = LOG_DIR / f"run-{i}.txt"
         log.write_text(done.stdout + done.stderr)
-        if rc == 0:  # a failed run keeps its worker logs under basetemp
+        if rc == 0:  # a failed run keeps its input under basetemp
             shutil.rmtree(basetemp, ignore_errors=True)
         rows = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else []
         seconds = round(time.monotonic() - started)
