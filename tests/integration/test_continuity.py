@@ -62,3 +62,40 @@ def test_holes_read_back_hold_committed_records_only(stack, stack_env):
     assert aborted == []  # offsets 3-6: a marker, two aborted records, a marker
     assert [r.value for r in one] == [b"b"]
     assert start == 0  # no group: a partition without history starts at the log start
+
+
+async def commit_offsets(settings, group: str, offsets: dict) -> None:
+    """Commit ``offsets`` for ``group`` as a worker's transaction would leave them."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=group,
+                                enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+def test_a_partition_without_history_starts_where_the_group_committed(stack, stack_env):
+    """Refetcher.start with a group id, asked for one partition after another (the
+    stalled-tail check and the agents do so): the committed offset where there is
+    one, the log start where there is none, and no coordinator assertion (aiokafka
+    issue 796 stopped a worker when this went through a consumer of the group)."""
+    from aiokafka import TopicPartition
+
+    settings = settings_for(unique_env(stack_env, FUNNEL_PARTITIONS="3"))
+    topic, group = f"refetch-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:6]}"
+
+    async def run() -> list[int]:
+        await create_topics(settings, [topic])
+        await write_log(settings.kafka_bootstrap, topic)  # 9 offsets on partition 0
+        await commit_offsets(settings, group, {TopicPartition(topic, 0): 7})
+        refetcher = Refetcher(client_options(settings), group_id=group)
+        try:
+            return [await refetcher.start(topic, p) for p in (0, 1, 2, 0, 2)]
+        finally:
+            await refetcher.close()
+
+    assert asyncio.run(run()) == [7, 0, 0, 7, 0]
