@@ -22,8 +22,10 @@ robinhood/aiokafka#7 (recovery started from a wrong highwater).
    offsets were committed. test_scale_out lost 74 and 87 events on two
    partitions that way (the changelog's highwater read as -1 while it held a
    committed transaction). So for this worker's *active* changelog partitions,
-   whose only writer is this worker's own, freshly initialised (so fencing)
-   transactional producer, the recovery waits, up to ``MARKER_WAIT_S``, until
+   whose only writer is this worker's own transactional producer (freshly
+   initialised, so fencing the previous owner's; or, for a kept partition,
+   one whose open transaction the revoke aborted: rebalance_state.py),
+   the recovery waits, up to ``MARKER_WAIT_S``, until
    the last stable offset has caught up with the high watermark: nothing
    pending is left but markers being written. Standby partitions are another
    worker's, written right now; they are not waited for.

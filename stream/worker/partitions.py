@@ -16,7 +16,7 @@ from stream.core import event_counts, money, state
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
 from stream.core.watermark import SourceMarks
-from stream.faust_fixes.rebalance_state import forget_uncommitted_state
+from stream.faust_fixes.rebalance_state import end_open_transactions, forget_uncommitted_state
 from stream.worker.context import Context
 from stream.worker.transactions import assignment_done, drop_keys, new_generation
 
@@ -211,6 +211,7 @@ async def on_revoked(ctx: Context) -> None:
     if ctx.app.consumer.assignment():
         try:
             await ctx.app.consumer.commit()
+            await end_open_transactions(ctx.app.producer)  # writes not committed: read again
         except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
             log.warning("commit on revoke failed", exc_info=True)
     had_engines = bool(ctx.engines)

@@ -343,3 +343,42 @@ def test_a_failed_agents_stream_acks_nothing_more() -> None:
     keep_unacked(stream)
     assert asyncio.run(stream.ack("after")) is False
     assert acked == ["before"]
+
+
+class FakeTxnManager:
+    def __init__(self, in_transaction: bool, records: bool) -> None:
+        self.in_transaction, self.records = in_transaction, records
+
+    def is_in_transaction(self) -> bool:
+        return self.in_transaction
+
+    def is_empty_transaction(self) -> bool:
+        return not self.records
+
+    def partitions_to_add(self) -> set:
+        return set()
+
+
+class FakeTransactionalProducer:
+    def __init__(self, in_transaction: bool, records: bool) -> None:
+        self._txn_manager = FakeTxnManager(in_transaction, records)
+        self.calls: list[str] = []
+
+    async def abort_transaction(self) -> None:
+        self.calls.append("abort")
+
+    async def begin_transaction(self) -> None:
+        self.calls.append("begin")
+
+
+def test_open_transactions_with_writes_are_aborted_on_revoke_and_begun_again() -> None:
+    writes = FakeTransactionalProducer(in_transaction=True, records=True)
+    empty = FakeTransactionalProducer(in_transaction=True, records=False)
+    idle = FakeTransactionalProducer(in_transaction=False, records=False)
+    producer = SimpleNamespace(
+        _transaction_producers={"a": writes, "b": empty, "c": idle},
+        _trn_locks={t: asyncio.Lock() for t in "abc"},
+    )
+    aborted = asyncio.run(rebalance_state.end_open_transactions(producer))
+    assert aborted == ["a"]
+    assert writes.calls == ["abort", "begin"] and empty.calls == idle.calls == []
