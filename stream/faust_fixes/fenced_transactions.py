@@ -65,23 +65,29 @@ async def fenced(tid: str, exc: BaseException) -> bool:
 
 
 async def drop_transactions(producer: Any) -> list[str]:
-    """Stop and forget every transactional producer of Faust's ``producer``.
+    """Abort (where it still can), stop and forget every transactional producer
+    of Faust's ``producer``.
 
     Each is taken under its Faust lock, so no send or commit of it is half
-    done. A batch that then writes finds no producer (``TransactionGone``);
-    a commit skips the transaction ("unknown transaction"); the next
-    assignment starts new ones (``TransactionManager.on_rebalance``).
+    done. Aborting ends its open transaction at once, so the recovery of its
+    partitions, here or on another worker, does not wait for the transaction
+    timeout (a fenced one cannot abort: its successor's start ended it). A
+    batch that then writes finds no producer (``TransactionGone``); a commit
+    skips the transaction ("unknown transaction"); the next assignment
+    starts new ones (``TransactionManager.on_rebalance``).
     """
     dropped = []
     for tid in list(producer._transaction_producers):
         async with producer._trn_locks[tid]:
             aio = producer._transaction_producers.pop(tid, None)
-        if aio is not None:
+            if aio is None:
+                continue
             dropped.append(tid)
-            try:
-                await aio.stop()
-            except Exception:  # noqa: BLE001 - a fenced producer may fail to stop cleanly
-                log.debug("stopping a fenced producer failed", exc_info=True)
+            for step in (aio.abort_transaction, aio.stop):
+                try:
+                    await step()
+                except Exception:  # noqa: BLE001 - a fenced producer cannot end cleanly
+                    log.debug("ending a dropped producer failed", exc_info=True)
     return dropped
 
 

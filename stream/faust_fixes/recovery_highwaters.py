@@ -25,10 +25,18 @@ robinhood/aiokafka#7 (recovery started from a wrong highwater).
    whose only writer is this worker's own transactional producer (freshly
    initialised, so fencing the previous owner's; or, for a kept partition,
    one whose open transaction the revoke aborted: rebalance_state.py),
-   the recovery waits, up to ``MARKER_WAIT_S``, until
-   the last stable offset has caught up with the high watermark: nothing
-   pending is left but markers being written. Standby partitions are another
-   worker's, written right now; they are not waited for.
+   the recovery waits until the last stable offset has caught up with the
+   high watermark: nothing pending is left but markers being written.
+   Standby partitions are another worker's, written right now; they are not
+   waited for. A transaction some other producer left open (a worker that
+   died holding it) is aborted by the broker once it passes the transaction
+   timeout (aiokafka's 60 s, checked every 10 s by the broker), so the wait
+   lasts up to ``MARKER_WAIT_S`` (75 s), with a warning every ``WARN_EVERY_S``.
+   It used to give up after 10 s and recover what lay below the pending
+   transaction: the partition was loaded from empty tables and its counts
+   were lost (join/leave soak, 2026-11-30: 1,243 and 4,625 events in two
+   runs of 11; rebalance_state.py names the open transaction that was
+   waited on).
 
 Delete when: ``_highwaters`` no longer reads ``last_stable_offset`` in
 transactions (the test in tests/unit/test_faust_fixes.py then fails and says
@@ -48,7 +56,8 @@ from stream.faust_fixes import patching
 
 log = logging.getLogger("stream.faust_fixes")
 
-MARKER_WAIT_S = 10.0
+MARKER_WAIT_S = 75.0  # the transaction timeout (60 s) + the broker's abort check (10 s)
+WARN_EVERY_S = 10.0
 POLL_S = 0.05
 
 
@@ -89,7 +98,8 @@ async def _highwaters(self: Any, partitions: Any) -> Any:
     aio = self._ensure_consumer()
     tps = list(partitions)
     actives = set(self.consumer.app.assignor.assigned_actives())
-    deadline = time.monotonic() + MARKER_WAIT_S
+    began = time.monotonic()
+    warned = began
     while True:
         stable = await aio.end_offsets(tps)
         mine = {tp: end for tp, end in stable.items() if tp in actives}
@@ -98,14 +108,25 @@ async def _highwaters(self: Any, partitions: Any) -> Any:
         except Exception as exc:  # noqa: BLE001 - the plain answer is still an answer
             log.warning("high watermarks not known", extra={"error": repr(exc)})
             waiting = []
-        if not waiting or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if not waiting or now - began >= MARKER_WAIT_S:
             if waiting:
-                log.warning(
+                log.error(
                     "recovery goes on with transactions still pending on changelogs",
-                    extra={"partitions": [f"{tp.topic}:{tp.partition}" for tp in waiting]},
+                    extra={"partitions": names(waiting), "waited_s": round(now - began, 1)},
                 )
             return stable
+        if now - warned >= WARN_EVERY_S:
+            warned = now
+            log.warning(
+                "recovery waits for transactions pending on changelogs",
+                extra={"partitions": names(waiting), "waited_s": round(now - began, 1)},
+            )
         await asyncio.sleep(POLL_S)
+
+
+def names(tps: Iterable[Any]) -> list[str]:
+    return [f"{tp.topic}:{tp.partition}" for tp in tps]
 
 
 def upstream() -> Any:

@@ -36,6 +36,11 @@ class FakeTransaction:
     async def begin_transaction(self):  # noqa: ANN201
         self.calls.append("begin")
 
+    async def abort_transaction(self):  # noqa: ANN201
+        if self.fenced:
+            raise ProducerFenced()
+        self.calls.append("abort")
+
     async def stop(self):  # noqa: ANN201
         self.stopped = True
 
@@ -89,12 +94,13 @@ def test_without_a_handler_a_fenced_commit_is_raised_as_before() -> None:
         asyncio.run(Producer.commit_transactions(producer, {"t1": {}}, "g", True))
 
 
-def test_drop_transactions_stops_and_forgets_every_producer() -> None:
-    a, b = FakeTransaction(), FakeTransaction()
-    producer = faust_producer(a=a, b=b)
+def test_drop_transactions_aborts_stops_and_forgets_every_producer() -> None:
+    a, fenced = FakeTransaction(), FakeTransaction(fenced=True)
+    producer = faust_producer(a=a, b=fenced)
     dropped = asyncio.run(fenced_transactions.drop_transactions(producer))
     assert sorted(dropped) == ["a", "b"]
-    assert a.stopped and b.stopped and producer._transaction_producers == {}
+    assert a.calls == ["abort"]  # its open transaction ended now, not at the timeout
+    assert a.stopped and fenced.stopped and producer._transaction_producers == {}
 
 
 def worker_context(producer: SimpleNamespace) -> tuple[SimpleNamespace, list]:
