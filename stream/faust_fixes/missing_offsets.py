@@ -66,6 +66,10 @@ def plan(delivered: Iterable[int], expected: int | None) -> Plan:
     return out
 
 
+ADMIN_ATTEMPTS = 60  # a broker away, or a group coordinator moving: up to 30 s
+ADMIN_BACKOFF_S = 0.5
+
+
 class Refetcher:
     """Reads given offset ranges back from the broker (read_committed, no group).
 
@@ -138,13 +142,31 @@ class Refetcher:
 
         tp = TopicPartition(topic, partition)
         if self.group_id:
-            admin = await self._admin_client()
-            committed = await admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
+            committed = await self._committed(tp)
             found = committed.get(tp)
             if found is not None and found.offset >= 0:
                 return found.offset
         consumer = await self._client()
         return (await consumer.beginning_offsets([tp]))[tp]
+
+    async def _committed(self, tp: Any) -> dict:
+        """The group's committed offset of ``tp``, asked again on a retriable error.
+
+        aiokafka's admin client sends to a random broker and does not retry: in
+        the three-broker chaos scenario it picked the killed one
+        (``NodeNotReadyError``) and the agent that asked stopped the worker.
+        """
+        from aiokafka.errors import KafkaError
+
+        admin = await self._admin_client()
+        for attempt in range(ADMIN_ATTEMPTS):
+            try:
+                return await admin.list_consumer_group_offsets(self.group_id, partitions=[tp])
+            except KafkaError as exc:
+                if not exc.retriable or attempt == ADMIN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(ADMIN_BACKOFF_S)
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _end(consumer: Any, tp: Any) -> int:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.faust_fixes.missing_offsets import plan
+from stream.faust_fixes import missing_offsets
+from stream.faust_fixes.missing_offsets import Refetcher, plan
 
 
 def test_contiguous_batch_after_the_expected_offset():
@@ -48,3 +53,41 @@ def test_every_offset_from_expected_to_the_highest_is_fresh_or_in_a_hole(expecte
     assert covered == set(range(expected, top + 1))
     assert p.redelivered == {o for o in delivered if o < expected}
     assert p.next_expected == max(expected, top + 1)
+
+
+class FlakyAdmin:
+    """An admin client whose first answers come from a broker that is away."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.asked = failures, error, 0
+
+    async def list_consumer_group_offsets(self, group_id, partitions):  # noqa: ANN001, ANN201
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise self.error
+        return {partitions[0]: SimpleNamespace(offset=42)}
+
+
+def refetcher_with(admin: FlakyAdmin) -> Refetcher:
+    refetcher = Refetcher({}, group_id="g")
+    refetcher._admin = admin
+    return refetcher
+
+
+def test_committed_offsets_are_asked_again_while_a_broker_is_away(monkeypatch) -> None:
+    from aiokafka.errors import NodeNotReadyError
+
+    monkeypatch.setattr(missing_offsets, "ADMIN_BACKOFF_S", 0)
+    admin = FlakyAdmin(2, NodeNotReadyError("node 3 not ready"))
+    assert asyncio.run(refetcher_with(admin).start("t", 0)) == 42
+    assert admin.asked == 3
+
+
+def test_a_non_retriable_error_is_not_asked_again(monkeypatch) -> None:
+    from aiokafka.errors import GroupAuthorizationFailedError
+
+    monkeypatch.setattr(missing_offsets, "ADMIN_BACKOFF_S", 0)
+    admin = FlakyAdmin(1, GroupAuthorizationFailedError("no"))
+    with pytest.raises(GroupAuthorizationFailedError):
+        asyncio.run(refetcher_with(admin).start("t", 0))
+    assert admin.asked == 1
