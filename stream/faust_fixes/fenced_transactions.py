@@ -13,10 +13,10 @@ way in about 1 run in 8; a supervisor restarted it.
 Here a fence is one event for the whole worker, handled without exiting:
 
 1. the fenced commit is not raised (``commit_transactions`` below);
-2. every transactional producer of the worker is stopped and forgotten
-   (``drop_transactions``): a batch cut by the fence may have written into
-   several transactions, none of which may commit now; their open
-   transactions are aborted when the partitions' next producers start;
+2. every transactional producer of the worker is aborted where it still
+   can be, stopped and forgotten (``drop_transactions``): a batch cut by the
+   fence may have written into several transactions, none of which may
+   commit now (a fenced one was ended by its successor's start);
 3. the worker's handler (``worker/fencing.py``) marks running batches stale,
    and asks the group for a rejoin: the revoke drops the in-memory tables
    (``rebalance_state``), the assignment starts fresh producers and recovers

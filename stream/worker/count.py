@@ -67,7 +67,7 @@ class Applied:
 async def run(ctx: Context, stream: faust.StreamT) -> None:
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
         ctx.delivered(batch)
-        await unless_revoked(ctx.app, "count", batch, count_batch(ctx, stream, batch))
+        await unless_revoked("count", batch, count_batch(ctx, stream, batch))
         ctx.delivered(batch)
 
 

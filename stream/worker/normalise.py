@@ -51,7 +51,7 @@ async def run(ctx: Context, stream: faust.StreamT, name: str, enrich: Enrich | N
     """The agent's loop: batches of up to BATCH_SIZE, or what came within BATCH_WITHIN s."""
     async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
         ctx.delivered(batch)
-        await unless_revoked(ctx.app, name, batch, normalise_batch(ctx, stream, batch, enrich))
+        await unless_revoked(name, batch, normalise_batch(ctx, stream, batch, enrich))
         ctx.delivered(batch)
 
 

@@ -48,7 +48,7 @@ def stop_worker_on_error(app: faust.App, name: str) -> Callable:
     return wrap
 
 
-async def unless_revoked(app: faust.App, agent: str, batch: list, handle: Awaitable) -> None:
+async def unless_revoked(agent: str, batch: list, handle: Awaitable) -> None:
     """Run one batch; drop it if its partitions are revoked while it writes, or
     if its transaction is fenced (worker/fencing.py: the worker rejoins).
 

@@ -264,9 +264,8 @@ async def send_records(app: faust.App, source: TP, topic: str, records: list[Rec
 
 
 async def _send_batch(aio: Any, lock: asyncio.Lock, batch: Any, topic: str, p: int) -> None:
-    check_not_revoked()
-    async with lock:
-        check_not_revoked()  # again: a revoke may have ended the transaction meanwhile
+    async with lock:  # checked under the lock: a revoke ends transactions under it
+        check_not_revoked()
         delivery = await aio.send_batch(batch, topic, partition=p)
     delivery.add_done_callback(_failure_seen)
 

@@ -136,7 +136,7 @@ def run_batch(error: BaseException, handler=None) -> None:  # noqa: ANN001
     async def main() -> None:
         if handler is not None:
             fenced_transactions.on_fenced(handler)
-        await supervision.unless_revoked(SimpleNamespace(rebalancing=False), "count", [1], handle())
+        await supervision.unless_revoked("count", [1], handle())
 
     asyncio.run(main())
 
