@@ -9,6 +9,7 @@ is built.
 
 from __future__ import annotations
 
+from stream.faust_fixes.acked_gaps import fix_acked_gaps
 from stream.faust_fixes.commit_monitor import fix_commit_monitor
 from stream.faust_fixes.fast_paths import speed_up_faust
 from stream.faust_fixes.parallel_commits import fix_parallel_commits
@@ -23,6 +24,7 @@ def apply_all() -> None:
     fix_recovery_highwaters()
     fix_recovery_seek()
     fix_read_offset_race()
+    fix_acked_gaps()
     fix_stop_commit()
     fix_commit_monitor()
     fix_parallel_commits()

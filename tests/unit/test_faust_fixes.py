@@ -382,3 +382,63 @@ def test_open_transactions_with_writes_are_aborted_on_revoke_and_begun_again() -
     aborted = asyncio.run(rebalance_state.end_open_transactions(producer))
     assert aborted == ["a"]
     assert writes.calls == ["abort", "begin"] and empty.calls == idle.calls == []
+
+
+def gapped_consumer(acked: list[int], committed: int | None) -> SimpleNamespace:
+    """What ``_new_offset`` reads: offsets 0-2 acked, then 3-4 (markers) as the
+    fetch loop records them on reading 5, then 5-7 acked."""
+    from collections import defaultdict
+
+    from intervaltree import IntervalTree
+
+    tp = TopicPartition("events", 0)
+    consumer = SimpleNamespace(
+        _acked=defaultdict(list, {tp: list(acked)}),
+        _acked_index=defaultdict(set, {tp: set(acked)}),
+        _gap=defaultdict(IntervalTree),
+        _committed_offset=defaultdict(lambda: None, {tp: committed}),
+        tp=tp,
+    )
+    consumer._gap[tp].addi(3, 5 + 1)  # _add_gap(tp, 2 + 1, 5): the range ends at 5
+    return consumer
+
+
+def test_upstream_fetch_loop_records_a_gap_that_ends_at_the_delivered_offset() -> None:
+    from faust.transport.consumer import Consumer
+
+    source = inspect.getsource(Consumer._drain_messages)
+    assert "self._add_gap(tp, r_offset + 1, offset)" in source
+
+
+def test_upstream_new_offset_stops_at_an_acked_offset_inside_a_gap() -> None:
+    from faust.transport.consumer import Consumer
+
+    from stream.faust_fixes.patching import upstream
+
+    consumer = gapped_consumer([0, 1, 2, 5, 6, 7], committed=None)
+    assert upstream(Consumer, "_new_offset")(consumer, consumer.tp) == 6  # not 8
+
+
+def test_patched_new_offset_commits_past_the_gap_in_one_step() -> None:
+    from stream.faust_fixes.acked_gaps import new_offset
+
+    consumer = gapped_consumer([0, 1, 2, 5, 6, 7], committed=None)
+    assert new_offset(consumer, consumer.tp) == 8
+    assert consumer._acked[consumer.tp] == [] and not consumer._gap[consumer.tp]
+
+
+def test_patched_new_offset_waits_while_the_head_misses_more_than_one_offset() -> None:
+    from stream.faust_fixes.acked_gaps import new_offset
+
+    consumer = gapped_consumer([9, 10], committed=7)
+    consumer._gap[consumer.tp].clear()
+    assert new_offset(consumer, consumer.tp) is None  # 7 and 8 missing
+    consumer._acked[consumer.tp].append(8)
+    assert new_offset(consumer, consumer.tp) == 11
+
+
+def test_acked_gaps_fix_is_installed() -> None:
+    apply_all()
+    from faust.transport.consumer import Consumer
+
+    assert getattr(Consumer._new_offset, "funnel_fixed", False)
