@@ -35,19 +35,28 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def logging_config(level: str) -> dict[str, Any]:
+# Faust's own account of recovery and rebalances, kept at info when tracing
+# (FUNNEL_TRACE_OFFSETS=1, stream/worker/trace.py). Set here: dictConfig resets
+# the level of every existing child of a configured logger.
+TRACED = ("faust.tables.recovery", "faust.app.base")
+
+
+def logging_config(level: str, trace: bool = False) -> dict[str, Any]:
     """A dictConfig for the worker; pass to mode's Worker so it does not override it."""
     level = level.upper()
     noisy_level = os.environ.get(
         "FUNNEL_LOG_LEVEL_LIBS", "DEBUG" if level == "DEBUG" else "WARNING"
     )
+    loggers = {name: {"level": noisy_level} for name in NOISY}
+    if trace:
+        loggers.update({name: {"level": "INFO"} for name in TRACED})
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
         "root": {"level": level, "handlers": ["stderr"]},
-        "loggers": {name: {"level": noisy_level} for name in NOISY},
+        "loggers": loggers,
     }
 
 

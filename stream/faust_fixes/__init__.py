@@ -15,6 +15,7 @@ from stream.faust_fixes.fast_paths import speed_up_faust
 from stream.faust_fixes.parallel_commits import fix_parallel_commits
 from stream.faust_fixes.read_offset_race import fix_read_offset_race
 from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
+from stream.faust_fixes.recovery_positions import fix_recovery_positions
 from stream.faust_fixes.recovery_seek import fix_recovery_seek
 from stream.faust_fixes.stop_commit import fix_stop_commit
 
@@ -22,6 +23,7 @@ from stream.faust_fixes.stop_commit import fix_stop_commit
 def apply_all() -> None:
     """Install every patch (idempotent)."""
     fix_recovery_highwaters()
+    fix_recovery_positions()
     fix_recovery_seek()
     fix_read_offset_race()
     fix_acked_gaps()

@@ -58,6 +58,10 @@ def forget_uncommitted_state(app: Any, had_engines: bool = True) -> None:
     recovery = app.tables.recovery
     recovery.active_offsets.clear()
     recovery.standby_offsets.clear()
+    # Without them Faust's idle check for aborted transactions has nothing to
+    # mark read before the coming recovery sets them (recovery_positions.py).
+    recovery.active_highwaters.clear()
+    recovery.standby_highwaters.clear()
 
 
 def has_writes(aio: Any) -> bool:

@@ -219,7 +219,7 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
     worker = Worker(
         app,
         loglevel=settings.log_level,
-        logging_config=logs.logging_config(settings.log_level),
+        logging_config=logs.logging_config(settings.log_level, settings.trace_offsets),
         quiet=True,
         redirect_stdouts=False,
     )

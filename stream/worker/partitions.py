@@ -111,7 +111,8 @@ def marks_for(ctx: Context, p: int) -> SourceMarks:
 
 
 def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str, Any]:
-    """What a loaded engine came from: the changelogs' highwaters, the next offset."""
+    """What a loaded engine came from: per changelog its highwater and the last
+    offset recovery read (``counters:0@6102 read 6101``), the next offset."""
     recovery = ctx.app.tables.recovery
     return {
         "partition": p,
@@ -122,6 +123,7 @@ def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str,
         "in_recovery": recovery.in_recovery,
         "changelogs": sorted(
             f"{tp.topic.rsplit('-', 2)[-2]}:{tp.partition}@{recovery.active_highwaters.get(tp)}"
+            f" read {recovery.active_offsets.get(tp)}"
             for tp in ctx.app.assignor.assigned_actives()
             if tp.topic.endswith("-changelog") and tp.partition == p
         ),

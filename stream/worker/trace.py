@@ -26,11 +26,10 @@ def trace_batch(agent: str, batch: list, **extra: Any) -> None:
 
 
 def trace_offsets() -> None:
-    """Install every trace: gaps, seeks, commits, queue clears; Faust's recovery at info."""
+    """Install every trace: gaps, seeks, commits, queue clears (Faust's recovery
+    log at info is in ``stream.logs.logging_config``)."""
     from faust.transport import consumer as consumer_mod
 
-    for name in ("faust.tables.recovery", "faust.app.base"):
-        logging.getLogger(name).setLevel(logging.INFO)
     cls = consumer_mod.Consumer
     trace_gaps_and_seeks(cls)
     trace_commits(cls)

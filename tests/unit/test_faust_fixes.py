@@ -183,7 +183,12 @@ class FakeStore:
 
 def fake_app(data: dict) -> SimpleNamespace:
     table = SimpleNamespace(data=FakeStore(data))
-    recovery = SimpleNamespace(active_offsets={"tp": 7}, standby_offsets={"tp": 3})
+    recovery = SimpleNamespace(
+        active_offsets={"tp": 7},
+        standby_offsets={"tp": 3},
+        active_highwaters={"tp": 9},
+        standby_highwaters={"tp": 9},
+    )
     return SimpleNamespace(tables=SimpleNamespace(values=lambda: [table], recovery=recovery))
 
 
@@ -192,7 +197,9 @@ def test_forget_uncommitted_state_drops_memory_and_recovery_offsets() -> None:
     rebalance_state.forget_uncommitted_state(app, had_engines=True)
     (table,) = app.tables.values()
     assert table.data.data == {} and table.data._key_partition == {}
-    assert app.tables.recovery.active_offsets == {} == app.tables.recovery.standby_offsets
+    recovery = app.tables.recovery
+    assert recovery.active_offsets == {} == recovery.standby_offsets
+    assert recovery.active_highwaters == {} == recovery.standby_highwaters
 
 
 def test_forget_uncommitted_state_leaves_a_starting_worker_alone() -> None:
@@ -442,3 +449,45 @@ def test_acked_gaps_fix_is_installed() -> None:
     from faust.transport.consumer import Consumer
 
     assert getattr(Consumer._new_offset, "funnel_fixed", False)
+
+
+def test_upstream_idle_changelog_check_compares_the_consumer_position() -> None:
+    from faust.tables.recovery import Recovery
+
+    source = inspect.getsource(Recovery.__dict__["_slurp_changelogs"].fun)
+    check = source[source.index("async def detect_aborted_tx") :]
+    assert "self.app.consumer.position(tp)" in check and "offsets[tp] = highwater" in check
+    # ... and runs on an idle queue, not only while a recovery reads:
+    assert "if timeout and self.app.in_transaction and timeout_count > 1" in source
+
+
+class RecordedSeeks:
+    """Records each seek and what the offsets looked like at that moment."""
+
+    def __init__(self, recovery) -> None:  # noqa: ANN001
+        self.recovery = recovery
+        self.seen_at_seek: list = []
+
+    async def earliest_offsets(self, *tps):  # noqa: ANN002, ANN201
+        return dict.fromkeys(tps, 0)
+
+    async def seek_wait(self, offsets) -> None:  # noqa: ANN001
+        self.seen_at_seek.append((dict(offsets), dict(self.recovery.active_offsets)))
+
+
+def test_patched_build_offsets_seeks_before_lowering_the_active_offsets() -> None:
+    from faust.tables.recovery import Recovery
+
+    from stream.faust_fixes.recovery_positions import build_offsets
+
+    tp = TopicPartition("x-changelog", 0)
+    recovery = SimpleNamespace(active_offsets=Counter({tp: None}), log=SimpleNamespace())
+    recovery._start_offsets_logtable = lambda *a, **k: ""  # noqa: ARG005
+    recovery.log.info = lambda *a, **k: None  # noqa: ARG005
+    consumer = RecordedSeeks(recovery)
+    asyncio.run(build_offsets(recovery, consumer, {tp}, recovery.active_offsets, "active"))
+    # Sought to the start first, while the offsets still said "unknown" (None):
+    assert consumer.seen_at_seek == [({tp: 0}, {tp: None})]
+    assert recovery.active_offsets == {tp: -1}
+    apply_all()
+    assert getattr(Recovery._build_offsets, "funnel_fixed", False)
