@@ -461,33 +461,59 @@ def test_upstream_idle_changelog_check_compares_the_consumer_position() -> None:
     assert "if timeout and self.app.in_transaction and timeout_count > 1" in source
 
 
-class RecordedSeeks:
-    """Records each seek and what the offsets looked like at that moment."""
-
-    def __init__(self, recovery) -> None:  # noqa: ANN001
-        self.recovery = recovery
-        self.seen_at_seek: list = []
-
-    async def earliest_offsets(self, *tps):  # noqa: ANN002, ANN201
-        return dict.fromkeys(tps, 0)
-
-    async def seek_wait(self, offsets) -> None:  # noqa: ANN001
-        self.seen_at_seek.append((dict(offsets), dict(self.recovery.active_offsets)))
+def idle_recovery(active: set, set_at: float, last_event: float) -> SimpleNamespace:
+    return SimpleNamespace(
+        active_tps=active,
+        funnel_offsets_set_at=set_at,
+        _active_events_received_at={"any": last_event},
+    )
 
 
-def test_patched_build_offsets_seeks_before_lowering_the_active_offsets() -> None:
-    from faust.tables.recovery import Recovery
+def test_reading_idle_counts_from_this_recoverys_offsets_and_its_last_record() -> None:
+    from stream.faust_fixes.recovery_positions import IDLE_S, reading_idle
 
+    # Idle for long before the recovery (Redis down): not idle for this one yet.
+    assert not reading_idle(idle_recovery(set(), set_at=100.0, last_event=50.0), now=101.0)
+    assert not reading_idle(idle_recovery(set(), set_at=100.0, last_event=105.0), now=110.0)
+    assert reading_idle(idle_recovery(set(), set_at=100.0, last_event=105.0), now=105 + IDLE_S)
+
+
+def test_patched_position_hides_the_end_of_a_changelog_just_fetched() -> None:
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    from stream.faust_fixes.recovery_positions import position
+
+    apply_all()
+    assert getattr(ThreadDelegateConsumer.position, "funnel_fixed", False)
+    tp, other = TopicPartition("x-changelog", 0), TopicPartition("input", 0)
+    now = __import__("time").monotonic()
+    recovery = idle_recovery({tp}, set_at=now, last_event=0.0)
+
+    async def at_the_end(tp):  # noqa: ANN001, ANN202
+        return 8294  # aiokafka fetched the whole changelog, nothing applied yet
+
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(tables=SimpleNamespace(recovery=recovery)),
+        _thread=SimpleNamespace(position=at_the_end),
+    )
+    assert asyncio.run(position(consumer, tp)) == -1
+    assert asyncio.run(position(consumer, other)) == 8294
+    recovery.funnel_offsets_set_at = now - 60  # idle for a minute in this recovery
+    assert asyncio.run(position(consumer, tp)) == 8294
+
+
+def test_patched_build_offsets_stamps_the_active_offsets() -> None:
     from stream.faust_fixes.recovery_positions import build_offsets
 
     tp = TopicPartition("x-changelog", 0)
+
+    async def earliest_offsets(*tps):  # noqa: ANN002, ANN202
+        return dict.fromkeys(tps, 0)
+
     recovery = SimpleNamespace(active_offsets=Counter({tp: None}), log=SimpleNamespace())
     recovery._start_offsets_logtable = lambda *a, **k: ""  # noqa: ARG005
     recovery.log.info = lambda *a, **k: None  # noqa: ARG005
-    consumer = RecordedSeeks(recovery)
+    consumer = SimpleNamespace(earliest_offsets=earliest_offsets)
     asyncio.run(build_offsets(recovery, consumer, {tp}, recovery.active_offsets, "active"))
-    # Sought to the start first, while the offsets still said "unknown" (None):
-    assert consumer.seen_at_seek == [({tp: 0}, {tp: None})]
     assert recovery.active_offsets == {tp: -1}
-    apply_all()
-    assert getattr(Recovery._build_offsets, "funnel_fixed", False)
+    assert recovery.funnel_offsets_set_at > 0
