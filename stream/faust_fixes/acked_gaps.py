@@ -1,7 +1,7 @@
 """Committed offsets lag far behind: a gap that holds an acked offset makes it twice.
 
 Patches ``faust.transport.consumer.Consumer._new_offset`` (faust-streaming
-0.11.x; robinhood/faust#625 "Offsets not committed due to duplicate in
+0.15.3; robinhood/faust#625 "Offsets not committed due to duplicate in
 _acked", open upstream).
 
 Faust's fetch loop records a gap in the offsets it reads (a transaction

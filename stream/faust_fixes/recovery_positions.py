@@ -1,7 +1,7 @@
 """A kept partition's recovery is skipped: an idle check taken from before the recovery.
 
 Patches ``faust.transport.consumer.ThreadDelegateConsumer.position`` and
-``faust.tables.recovery.Recovery._build_offsets`` (faust-streaming 0.11.x;
+``faust.tables.recovery.Recovery._build_offsets`` (faust-streaming 0.15.3;
 the ``detect_aborted_tx`` step of ``Recovery._slurp_changelogs``).
 
 Under exactly-once a changelog ends with a commit marker that no record

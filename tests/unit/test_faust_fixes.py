@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections import Counter
 from types import SimpleNamespace
 
@@ -486,7 +487,7 @@ def test_patched_position_hides_the_end_of_a_changelog_just_fetched() -> None:
     apply_all()
     assert getattr(ThreadDelegateConsumer.position, "funnel_fixed", False)
     tp, other = TopicPartition("x-changelog", 0), TopicPartition("input", 0)
-    now = __import__("time").monotonic()
+    now = time.monotonic()
     recovery = idle_recovery({tp}, set_at=now, last_event=0.0)
 
     async def at_the_end(tp):  # noqa: ANN001, ANN202
