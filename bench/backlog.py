@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from bench.common import write_result
-from bench.scale import group_done, produce
+from bench.finish import FinishWatch
+from bench.scale import produce
 from stream.core.funnels import load_funnels
 from stream.ops.stack import Stack
 from stream.progress import Progress
@@ -64,17 +65,21 @@ def watch(worker: WorkerProcess, settings, total: int) -> dict:
     figures (its commit gauges are maxima since start: one scrape at the end)."""
     progress = Progress(total, "worker", "events")
     started = time.monotonic()
-    while True:
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"the worker exited; log:\n{worker.log_tail()}")
-        committed, done = group_done(settings)
-        progress.done_n = committed
-        progress.advance(0)
-        if done:
-            break
-        time.sleep(2)
+    finish = FinishWatch(settings, settings.app_id)
+    try:
+        while True:
+            if worker.proc.poll() is not None:
+                raise RuntimeError(f"the worker exited; log:\n{worker.log_tail()}")
+            committed, done = finish.poll()
+            progress.done_n = committed
+            progress.advance(0)
+            if done:
+                break
+            time.sleep(1)
+    finally:
+        finish.close()
     progress.done()
-    seconds = time.monotonic() - started
+    seconds = (finish.changed_at or time.monotonic()) - started
     status, body = http_get(f"{worker.url}/metrics", timeout=120)
     assert status == 200, body[:300]
     metrics = parse_metrics(body.decode())

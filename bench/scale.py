@@ -37,6 +37,7 @@ from pathlib import Path
 import orjson
 
 from bench.common import RESULTS, attribution, write_result
+from bench.finish import FinishWatch
 from bench.profile import Profiler
 from stream.config import Settings
 from stream.kafka.client import client_options
@@ -45,15 +46,15 @@ from stream.ops.stack import Stack
 from stream.progress import Progress
 from tests.support import (
     WorkerProcess,
-    committed_to_the_end,
     free_port,
     http_get,
-    offset_rows,
     own_group_env,
     settings_for,
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# How often the run's committed offsets are read (the finish is dated to that).
+POLL_S = 0.25
 STAGES = ["lead", "contacted", "qualified", "proposal", "negotiation"]
 
 
@@ -178,18 +179,6 @@ def cpu_s(pid: int) -> float:
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
-def group_done(settings: Settings) -> tuple[int, bool]:
-    """(input records committed so far, whether input and internal topic are all committed)."""
-    rows = offset_rows(settings, settings.app_id)
-    inputs = [r for r in rows if r[0] in settings.topics.values()]
-    internal = [r for r in rows if r[0] == settings.events_topic]
-    committed = sum(c or 0 for _, _, c, _, _ in inputs)
-    # An input topic with no records (e.g. no ads.spend in this mix) has no commit.
-    done = all((c or 0) >= end for _, _, c, _, end in inputs) and bool(internal)
-    done = done and committed_to_the_end(settings, settings.events_topic, rows)
-    return committed, done
-
-
 def run_workers(
     base_env: dict[str, str], n: int, total: int, tag: str, profile: Path | None = None
 ) -> dict:
@@ -205,25 +194,27 @@ def run_workers(
     profiler = Profiler(workers[0].proc.pid, profile) if profile else None
     progress = Progress(total, f"{n} worker(s)", "events")
     first = None
+    finish = FinishWatch(settings, settings.app_id)
     try:
         while True:
             if any(w.proc.poll() is not None for w in workers):
                 raise RuntimeError(f"a worker exited; see logs in {settings.run_dir}")
-            committed, done = group_done(settings)
+            committed, done = finish.poll()
             if committed and first is None:
-                first = time.monotonic()
+                first = finish.changed_at
             progress.done_n = committed
             progress.advance(0)
             if done:
                 break
-            time.sleep(0.5)
-        finished = time.monotonic()
+            time.sleep(POLL_S)
+        finished = finish.changed_at or time.monotonic()
         progress.done()
         hotspots = profiler.stop() if profiler else None
         ready = sum(http_get(f"{w.url}/health/ready")[0] == 200 for w in workers)
         rss = [rss_mb(w.proc.pid) for w in workers]
         cpu = [cpu_s(w.proc.pid) for w in workers]
     finally:
+        finish.close()
         for w in workers:
             w.stop(60)
     took = finished - (first or started)
