@@ -7,7 +7,9 @@ journeys, counters and watermark (tables ``journeys``, ``funnel-counters``,
 dead-letter topic. It also keeps distinct events per type and event-time
 minute (core/event_counts.py), the event-level check of exactness.
 
-Marks (header ``mark``, sent by normalise) are not events: each moves its
+Records come as bundles (core/bundles.py: one input partition's events and
+mark for this partition, in order); single-event and mark records, as sent
+before bundles, are still read. Marks are not events: each moves its
 input source's mark (event time and input offset) for this partition; after
 the batch the partition's watermark is the lowest mark over the sources still
 to be delivered here (core/watermark.py, worker/sources.py), and the engine
@@ -27,16 +29,18 @@ import faust
 import orjson
 from faust.types import TP
 
-from stream.core import dedup, state
+from stream.core import bundles, dedup, state
 from stream.core.event_counts import minute_key
-from stream.core.events import Rejection, decode
+from stream.core.events import Rejection, decode, entity_of
 from stream.worker.context import Context
 from stream.worker.dead_letters import (
+    BUNDLE_HEADER,
     CORRECTION_HEADER,
     MARK_HEADER,
-    SOURCE_HEADER,
+    Origin,
     header,
     late_headers,
+    origin_of,
 )
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.normalise import BATCH_SIZE, BATCH_WITHIN
@@ -92,42 +96,69 @@ async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
 
 
 def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
-    """De-dup one event and run it through its partition's engine."""
+    """One record of the events topic: a bundle of events and marks, or (as sent
+    before bundles) a single event or mark."""
     p = msg.partition
     applied.tps[p] = msg.tp
-    if header(msg, MARK_HEADER):
-        mark = orjson.loads(msg.value)
-        if marks_for(ctx, p).deliver(mark["source"], mark["ts"], mark["offset"]):
-            applied.marked.add(p)
-        return
-    source = header(msg, SOURCE_HEADER) or "unknown"
+    if header(msg, BUNDLE_HEADER):
+        try:
+            items = bundles.decode(msg.value or b"")
+        except bundles.BadBundle as exc:  # written by normalise; never expected
+            rejection = Rejection("bundle", f"not a bundle: {exc}")
+            REJECTED.labels(topic=msg.topic, reason="bundle").inc()
+            ctx.reject_log.rejected(msg.topic, p, msg.offset, rejection)
+            return
+        for item in items:
+            if item.kind == bundles.MARK:
+                apply_mark(ctx, p, item.value, applied)
+            else:
+                correction = item.kind == bundles.CORRECTION
+                apply_event(ctx, msg, origin_of(msg, item.offset), item.value, correction, applied)
+    elif header(msg, MARK_HEADER):
+        apply_mark(ctx, p, msg.value, applied)
+    else:
+        correction = header(msg, CORRECTION_HEADER) is not None
+        apply_event(ctx, msg, origin_of(msg), msg.value, correction, applied)
+
+
+def apply_mark(ctx: Context, p: int, value: bytes, applied: Applied) -> None:
+    """An input partition's progress (its newest event time, next offset) reached ``p``."""
+    mark = orjson.loads(value)
+    if marks_for(ctx, p).deliver(mark["source"], mark["ts"], mark["offset"]):
+        applied.marked.add(p)
+
+
+def apply_event(
+    ctx: Context, msg: Any, origin: Origin, value: bytes, correction: bool, applied: Applied
+) -> None:
+    """De-dup one event and run it through its partition's engine."""
+    p = msg.partition
     try:
-        ev = decode(msg.value, now=float("inf"))
+        ev = decode(value, now=float("inf"))
     except Rejection as rejection:  # validated upstream; never expected
-        REJECTED.labels(topic=source, reason=rejection.reason).inc()
+        REJECTED.labels(topic=origin.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, p, msg.offset, rejection)
         return
     key = f"{p}|{ev.event_id}"
     prior = applied.first_seen[p].get(key)
     if prior is None:
         prior = ctx.tables.seen.data.get(key)
-    correction = header(msg, CORRECTION_HEADER) is not None
     seen = dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon)
     if seen and not correction:
-        applied.duplicates[source] += 1
+        applied.duplicates[origin.topic] += 1
         return
     applied.first_seen[p][key] = ev.ts
     engine = engine_for(ctx, p)
     if not engine.process(ev, replace=correction):
         for name in engine.relevant_funnels(ev):
             LATE_TOTAL.labels(funnel=name).inc()
-        late = late_rejection(ctx, ev, engine.watermark)
-        applied.late_letters.append((msg.tp, msg.key, msg.value, late_headers(msg, late)))
+        late = late_headers(origin, late_rejection(ctx, ev, engine.watermark))
+        applied.late_letters.append((msg.tp, entity_of(ev).encode(), value, late))
         return
     if seen:  # a correction of an event counted before: not another event
         return
-    applied.counted[(source, ev.type)] += 1
-    ctx.newest_event[source] = max(ctx.newest_event.get(source, ev.ts), ev.ts)
+    applied.counted[(origin.topic, ev.type)] += 1
+    ctx.newest_event[origin.topic] = max(ctx.newest_event.get(origin.topic, ev.ts), ev.ts)
     applied.minutes[p][minute_key(p, ev.type, ev.ts)] += 1
 
 

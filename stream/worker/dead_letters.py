@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stream.core.events import Rejection
@@ -11,6 +12,8 @@ MARK_HEADER = "mark"  # an input partition's progress on the events topic, not a
 # An event sent again with fields filled in (a deal once its call came): it replaces
 # the one with its event_id instead of being dropped as a duplicate.
 CORRECTION_HEADER = "correction"
+# Many events and marks of one input partition in one record (core/bundles.py).
+BUNDLE_HEADER = "bundle"
 
 
 def header(msg: Any, name: str) -> str | None:
@@ -42,11 +45,38 @@ def source_headers(msg: Any) -> list[tuple[str, bytes]]:
     ]
 
 
-def late_headers(msg: Any, rejection: Rejection) -> list[tuple[str, bytes]]:
-    """Dead-letter headers of a late event: where it came from on its input topic."""
-    return dead_letter_headers(
-        rejection,
+def bundle_headers(tp: Any) -> list[tuple[str, bytes]]:
+    """Headers of a bundle (core/bundles.py): the input partition its items came from;
+    each item carries its own input offset."""
+    return [
+        (BUNDLE_HEADER, b"1"),
+        (SOURCE_HEADER, tp.topic.encode()),
+        ("src_partition", str(tp.partition).encode()),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an event on the events topic stood on its input topic."""
+
+    topic: str
+    partition: object
+    offset: object
+
+
+def origin_of(msg: Any, offset: object = None) -> Origin:
+    """The input position of an events-topic record, from its headers (a record
+    without them, from another producer: its own position); ``offset`` is a bundle
+    item's input offset."""
+    if offset is None:
+        offset = header(msg, "src_offset") or msg.offset
+    return Origin(
         header(msg, SOURCE_HEADER) or msg.topic,
         header(msg, "src_partition") or msg.partition,
-        header(msg, "src_offset") or msg.offset,
+        offset,
     )
+
+
+def late_headers(origin: Origin, rejection: Rejection) -> list[tuple[str, bytes]]:
+    """Dead-letter headers of a late event: where it came from on its input topic."""
+    return dead_letter_headers(rejection, origin.topic, origin.partition, origin.offset)

@@ -7,10 +7,11 @@ inside the source partition's transaction (worker/transactions.py). Calls and
 deal stages are first attributed from Redis (worker/attribution.py).
 
 After its events, each input partition's newest event time so far goes to
-every partition of the events topic as a mark (header ``mark``), in the same
-transaction: progress of each source travels through the re-keying topic to
-every counting partition, which takes the lowest as its watermark
-(DESIGN.md section 4, "Event time").
+every partition of the events topic as a mark, in the same transaction:
+progress of each source travels through the re-keying topic to every
+counting partition, which takes the lowest as its watermark (DESIGN.md
+section 4, "Event time"). A batch's events and mark from one input partition
+to one counting partition travel as one record, a bundle (core/bundles.py).
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ import faust
 import orjson
 from faust.types import TP
 
+from stream.core import bundles
+from stream.core.bundles import CORRECTION, EVENT, MARK, Item
 from stream.core.events import Rejection, decode, entity_of
 from stream.core.watermark import NONE, source_name
+from stream.kafka.partitioning import partition_for
 from stream.worker.context import Context
-from stream.worker.dead_letters import (
-    CORRECTION_HEADER,
-    MARK_HEADER,
-    dead_letter_headers,
-    source_headers,
-)
+from stream.worker.dead_letters import bundle_headers, dead_letter_headers
 from stream.worker.metrics import REJECTED
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.supervision import to_the_end, unless_revoked
@@ -45,6 +44,7 @@ BATCH_WITHIN = 0.2
 # (event bytes attributed, corrections of events sent before: same ids, filled in)
 Enrich = Callable[[Context, Any, bytes, Any], Awaitable[tuple[bytes, list[bytes]]]]
 Outgoing = tuple[Any, str, bytes | None, bytes, list[tuple[str, bytes]]]
+Routed = tuple[TP, int, Item]  # (input partition, counting partition, the event)
 
 
 async def run(ctx: Context, stream: faust.StreamT, name: str, enrich: Enrich | None) -> None:
@@ -62,16 +62,17 @@ async def normalise_batch(
     events (attributed by ``enrich`` where given) re-keyed to the events topic."""
     now = time.time()
     messages, next_offsets, holes = await continuous(ctx.refetcher, batch, ctx.source_next.get)
-    out, newest = [], {}
+    letters, routed, newest = [], [], {}
     for msg in messages:
-        outgoing, ts = await route(ctx, msg, enrich, now)
-        out += outgoing
+        dead, items, ts = await route(ctx, msg, enrich, now)
+        letters += dead
+        routed += items
         if ts is not None and ts > newest.get(msg.tp, float("-inf")):
             newest[msg.tp] = ts
     marks = {tp: max(ctx.sent_marks.get(tp, NONE), newest.get(tp, NONE)) for tp in next_offsets}
-    sends = by_transaction(out)
-    for tp, record in mark_records(ctx, marks, next_offsets):
-        sends[(tp, ctx.settings.events_topic)].append(record)
+    sends = by_transaction(letters)
+    for key, records in bundled(ctx, routed, marks, next_offsets).items():
+        sends[key] += records
     async with commits_held(ctx.app):
         await to_the_end(send_and_ack(ctx, stream, batch, sends, holes))
     ctx.source_next.update(next_offsets)  # committed with this batch's transaction
@@ -93,10 +94,10 @@ async def send_and_ack(
 
 async def route(
     ctx: Context, msg: Any, enrich: Enrich | None, now: float
-) -> tuple[list[Outgoing], float | None]:
-    """Where one input message goes: the dead-letter topic, or the events topic by
-    entity (with any corrections ``enrich`` makes); with the event time of a valid
-    event."""
+) -> tuple[list[Outgoing], list[Routed], float | None]:
+    """Where one input message goes: the dead-letter topic, or the counting partition
+    of its entity (with any corrections ``enrich`` makes); with the event time of a
+    valid event."""
     raw = msg.value if msg.value is not None else b""
     try:
         ev = decode(raw, ctx.topic_type[msg.topic], now)
@@ -104,16 +105,16 @@ async def route(
         REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
         headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
-        return [(msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)], None
+        return [(msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)], [], None
     fixes: list[bytes] = []
     if enrich is not None:
         raw, fixes = await enrich(ctx, ev, raw, msg)
-    topic, headers = ctx.settings.events_topic, source_headers(msg)
-    out = [(msg.tp, topic, entity_of(ev).encode(), raw, headers)]
-    for fix in fixes:  # each keyed like the event it corrects
-        key = entity_of(decode(fix, now=float("inf"))).encode()
-        out.append((msg.tp, topic, key, fix, [*headers, (CORRECTION_HEADER, b"1")]))
-    return out, ev.ts
+    n = ctx.settings.partitions
+    routed = [(msg.tp, partition_for(entity_of(ev).encode(), n), Item(EVENT, msg.offset, raw))]
+    for fix in fixes:  # each to the partition of the event it corrects
+        entity = entity_of(decode(fix, now=float("inf"))).encode()
+        routed.append((msg.tp, partition_for(entity, n), Item(CORRECTION, msg.offset, fix)))
+    return [], routed, ev.ts
 
 
 def by_transaction(out: list[Outgoing]) -> dict[tuple[TP, str], list[Record]]:
@@ -124,16 +125,28 @@ def by_transaction(out: list[Outgoing]) -> dict[tuple[TP, str], list[Record]]:
     return sends
 
 
-def mark_records(
-    ctx: Context, marks: dict[TP, float], next_offsets: dict[TP, int]
-) -> list[tuple[TP, Record]]:
-    """Each input partition's mark (newest event time so far, next input offset) for
-    every counting partition, sent in that input partition's transaction after its events."""
-    out = []
+def bundled(
+    ctx: Context, routed: list[Routed], marks: dict[TP, float], next_offsets: dict[TP, int]
+) -> dict[tuple[TP, str], list[Record]]:
+    """Per input partition, a bundle (core/bundles.py) for every counting partition:
+    its events for that partition in order, then its mark (newest event time so
+    far, next input offset); sent in that input partition's transaction."""
+    items: dict[TP, dict[int, list[Item]]] = defaultdict(lambda: defaultdict(list))
+    for tp, partition, item in routed:
+        items[tp][partition].append(item)
     for tp, ts in marks.items():
         source = source_name(tp.topic, tp.partition)
-        mark = {"source": source, "ts": None if ts == NONE else ts, "offset": next_offsets[tp]}
-        value = orjson.dumps(mark)
+        value = {"source": source, "ts": None if ts == NONE else ts, "offset": next_offsets[tp]}
+        mark = Item(MARK, next_offsets[tp], orjson.dumps(value))
         for partition in range(ctx.settings.partitions):
-            out.append((tp, (partition, None, value, [(MARK_HEADER, b"1")])))
+            items[tp][partition].append(mark)
+    topic = ctx.settings.events_topic
+    out: dict[tuple[TP, str], list[Record]] = {}
+    for tp, by_partition in items.items():
+        headers = bundle_headers(tp)
+        out[(tp, topic)] = [
+            (partition, None, value, headers)
+            for partition in sorted(by_partition)
+            for value in bundles.encode(by_partition[partition])
+        ]
     return out

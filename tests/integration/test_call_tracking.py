@@ -15,6 +15,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream.core import bundles
+from stream.core.bundles import MARK
 from stream.kafka.producer import SyncFunnelProducer
 from stream.ops.stack import Stack
 from tests.integration.test_contract import read_topic
@@ -190,8 +192,11 @@ def test_ad_click_to_won_deal_revenue_by_campaign_and_keyword(stack, stack_env, 
         assert status == 400
 
         # The attribution travels in the normalised event: a replay needs no Redis.
-        events = asyncio.run(read_topic(settings.kafka_bootstrap, settings.events_topic, 9))
-        calls = [orjson.loads(m.value) for m in events if b'"call_id":"c1"' in m.value]
+        # Everything the topic holds (bundles: core/bundles.py), read for 5 s.
+        topic = settings.events_topic
+        records = asyncio.run(read_topic(settings.kafka_bootstrap, topic, 10**6, 5))
+        events = [i.value for m in records for i in bundles.decode(m.value) if i.kind != MARK]
+        calls = [orjson.loads(v) for v in events if b'"call_id":"c1"' in v]
         assert calls and all(c["campaign"] == "winter-sale" for c in calls), calls
         assert calls[0]["visitor_id"] == "v1" and calls[0]["keyword"] == "red boots"
     finally:
