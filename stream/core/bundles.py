@@ -24,9 +24,11 @@ EVENT, CORRECTION, MARK = 1, 2, 3
 KINDS = (EVENT, CORRECTION, MARK)
 _HEAD = struct.Struct(">BqI")
 # A bundle closes once it holds this many bytes; the next item starts another.
-# Items are at most 64 KiB (core/events.MAX_BYTES), so a record stays well under
-# the producer's and broker's 1 MB.
-MAX_BUNDLE_BYTES = 256 * 1024
+# Items are at most 64 KiB (core/events.MAX_BYTES), so a record stays under
+# 128 KiB: well under the producer's and broker's 1 MB, and Faust's stream
+# buffer (4,096 records) bounded at 512 MiB however far the counting stage lags.
+# Bundles of about a hundred events already make the per-record cost small.
+MAX_BUNDLE_BYTES = 64 * 1024
 
 
 class BadBundle(ValueError):
