@@ -48,7 +48,9 @@ from tests.support import (
     WorkerProcess,
     free_port,
     http_get,
+    metric_sum,
     own_group_env,
+    parse_metrics,
     settings_for,
 )
 
@@ -211,6 +213,7 @@ def run_workers(
         progress.done()
         hotspots = profiler.stop() if profiler else None
         ready = sum(http_get(f"{w.url}/health/ready")[0] == 200 for w in workers)
+        commits = [commit_figures(w) for w in workers]
         rss = [rss_mb(w.proc.pid) for w in workers]
         cpu = [cpu_s(w.proc.pid) for w in workers]
     finally:
@@ -227,10 +230,25 @@ def run_workers(
         "rss_mb": rss,
         # Start-up included; a worker near `seconds` of CPU is CPU-bound.
         "cpu_s": cpu,
+        # Per worker: commits, seconds committing, seconds its batches waited on them.
+        "commits": commits,
     }
     if hotspots:
         run["profile"] = hotspots
     return run
+
+
+def commit_figures(worker: WorkerProcess) -> dict:
+    """The worker's commit counters (stream/worker/metrics.py) at the end of a run."""
+    status, body = http_get(f"{worker.url}/metrics", timeout=60)
+    if status != 200:
+        return {}
+    metrics = parse_metrics(body.decode())
+    return {
+        "commits": int(metric_sum(metrics, "funnel_commits_total")),
+        "committing_s": round(metric_sum(metrics, "funnel_commit_seconds_total"), 2),
+        "held_s": round(metric_sum(metrics, "funnel_commit_held_seconds_total"), 2),
+    }
 
 
 QUIX_VENV = REPO / "bench" / ".quix-venv"

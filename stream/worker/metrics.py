@@ -320,6 +320,7 @@ def consumer_families(
     rebalances: int,
     commit_gap: float = 0.0,
     commit_max: float = 0.0,
+    commit_totals: tuple[int, float, float] = (0, 0.0, 0.0),
 ) -> list[Metric]:
     """Faust's consumer figures for the partitions this worker owns now (no stale series)."""
     lag_family = GaugeMetricFamily(
@@ -350,7 +351,21 @@ def consumer_families(
         "The longest offset commit (transaction commit) of this worker since it started.",
     )
     longest.add_metric([], commit_max)
-    return [lag_family, latency, counter, gap, longest]
+    commits, committing_s, held_s = commit_totals
+    done = CounterMetricFamily("funnel_commits", "Offset commits (transaction commits) made.")
+    done.add_metric([], commits)
+    spent = CounterMetricFamily(
+        "funnel_commit_seconds",
+        "Seconds spent committing, all together (batches wait meanwhile: with "
+        "funnel_commit_held_seconds, the share of a busy worker's time its commits take).",
+    )
+    spent.add_metric([], committing_s)
+    held = CounterMetricFamily(
+        "funnel_commit_held_seconds",
+        "Seconds the agents' batches waited for a commit to finish, all together.",
+    )
+    held.add_metric([], held_s)
+    return [lag_family, latency, counter, gap, longest, done, spent, held]
 
 
 def _top_reasons(got: Sums) -> list[tuple[str, int]]:

@@ -116,12 +116,17 @@ class CommitGate:
         self.last_commit = time.monotonic()
         self.longest_gap = 0.0  # seconds between two commits, the most seen
         self.longest_commit = 0.0
+        self.commits = 0
+        self.committing_s = 0.0  # seconds spent in commits, all together
+        self.held_s = 0.0  # seconds batches waited for a commit, all together
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
+        began = time.monotonic()
         async with self._cond:
             await self._cond.wait_for(lambda: not self.committing and not self.waiting)
             self.writing += 1
+        self.held_s += time.monotonic() - began
         try:
             yield
         finally:
@@ -145,6 +150,8 @@ class CommitGate:
             done = time.monotonic()
             self.longest_gap = max(self.longest_gap, began - self.last_commit)
             self.longest_commit = max(self.longest_commit, done - began)
+            self.commits += 1
+            self.committing_s += done - began
             self.last_commit = done
             async with self._cond:
                 self.committing = False

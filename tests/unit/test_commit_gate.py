@@ -43,3 +43,26 @@ def test_back_to_back_batches_of_three_agents_do_not_starve_the_committer() -> N
     commits, errors = asyncio.run(main())
     assert errors == []
     assert commits >= 20  # about one per interval (0.5 s / (10 ms + a batch)), none skipped
+
+
+def test_the_gate_adds_up_commits_their_time_and_the_time_batches_waited() -> None:
+    async def main() -> CommitGate:
+        gate = CommitGate()
+
+        async def commit() -> None:
+            async with gate.commit():
+                await asyncio.sleep(0.05)
+
+        async def batch() -> None:
+            await asyncio.sleep(0.01)  # arrives while the commit runs
+            async with gate.batch():
+                pass
+
+        await asyncio.gather(commit(), batch())
+        await commit()
+        return gate
+
+    gate = asyncio.run(main())
+    assert gate.commits == 2
+    assert 0.1 <= gate.committing_s < 0.5
+    assert 0.03 <= gate.held_s < gate.committing_s  # waited for the first commit only
