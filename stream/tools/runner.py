@@ -7,14 +7,17 @@ run; `funnel stack down` stops it).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 from stream.config import Settings
-from stream.ops.stack import Stack, StackError, http_ok, log_tail
+from stream.ops.stack import Stack, StackError, log_tail
 from stream.tools.demo import DEMO_ADDRESS_HEADER
 
 
@@ -28,6 +31,43 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 SHOP_CLICK = "utm_source=google&utm_medium=cpc&utm_campaign=try-me&utm_term=winter+boots"
 HISTORY_MINUTES = 24 * 60
 HISTORY_RATE = 2.0  # events per second of the day of history (about 170,000 events)
+START_S = 90.0  # how long a starting worker may take to answer HTTP at all
+NOTE_EVERY_S = 10.0
+
+
+def readiness(web: str) -> tuple[int | None, str]:
+    """The worker's /health/ready: (HTTP status, its phase); (None, "") if it does not answer."""
+    try:
+        with urllib.request.urlopen(web + "/health/ready", timeout=2) as resp:
+            return resp.status, "ready"
+    except urllib.error.HTTPError as exc:  # 503 while recovering, rebalancing, joining
+        try:
+            return exc.code, str(json.loads(exc.read()).get("state", ""))
+        except ValueError:
+            return exc.code, ""
+    except OSError:
+        return None, ""
+
+
+def wait_until_ready(web: str, worker: subprocess.Popen, start_s: float = START_S) -> bool:
+    """Whether the worker became ready. One that does not answer within ``start_s``
+    did not start; one that answers "not ready" (rebuilding its tables from their
+    changelogs: the more history the stack holds, the longer) is waited for as
+    long as it lives, with its phase every ``NOTE_EVERY_S`` seconds."""
+    started = last_note = time.monotonic()
+    answered = False
+    while True:
+        status, phase = readiness(web)
+        if status == 200:
+            return True
+        now = time.monotonic()
+        answered = answered or status is not None
+        if worker.poll() is not None or (not answered and now - started > start_s):
+            return False
+        if answered and now - last_note >= NOTE_EVERY_S:
+            print(f"worker {phase or 'starting'}: {now - started:.0f}s", flush=True)
+            last_note = now
+        time.sleep(0.5)
 
 
 def run_all(settings: Settings, rate: float) -> int:
@@ -54,14 +94,11 @@ def run_all(settings: Settings, rate: float) -> int:
             env={**env, "FUNNEL_COLLECTOR_SHOP": "1"},
         )
     web = f"http://{settings.host}:{settings.web_port}"
-    deadline = time.monotonic() + 90
-    while not http_ok(web + "/health/ready"):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            print(f"funnel run: worker did not start; {worker_log}:\n{log_tail(worker_log)}")
-            worker.kill()
-            collector.kill()
-            return 1
-        time.sleep(0.5)
+    if not wait_until_ready(web, worker):
+        print(f"funnel run: worker did not start; {worker_log}:\n{log_tail(worker_log)}")
+        worker.kill()
+        collector.kill()
+        return 1
     collect = f"http://{settings.collector_bind}:{settings.collector_port}"
     print(
         f"\nworker      {web}  (live page)\n"
