@@ -24,11 +24,16 @@ EVENT, CORRECTION, MARK = 1, 2, 3
 KINDS = (EVENT, CORRECTION, MARK)
 _HEAD = struct.Struct(">BqI")
 # A bundle closes once it holds this many bytes; the next item starts another.
-# Items are at most 64 KiB (core/events.MAX_BYTES), so a record stays under
-# 128 KiB: well under the producer's and broker's 1 MB, and Faust's stream
-# buffer (4,096 records) bounded at 512 MiB however far the counting stage lags.
-# Bundles of about a hundred events already make the per-record cost small.
-MAX_BUNDLE_BYTES = 64 * 1024
+# The counting stage takes up to COUNT_BATCH records at a time and runs a batch
+# in one go, so this bounds a batch: about 4 MiB, some 10,000 events (items
+# are at most 64 KiB, core/events.MAX_BYTES). At 64 KiB a backlog read one input
+# partition at a time made bundles of ~200 events and counting batches of
+# ~200,000: the worker's event loop stood still for up to 60 s (`make run` on a
+# two-partition stack: "Timer livelock is overlapping ... runtime=63.7"), as
+# long as the broker's transaction timeout. A dozen events per record already
+# makes the per-record cost small (the bench's bundles hold about six).
+MAX_BUNDLE_BYTES = 4 * 1024
+COUNT_BATCH = 1000
 
 
 class BadBundle(ValueError):

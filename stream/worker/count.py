@@ -43,7 +43,7 @@ from stream.worker.dead_letters import (
     origin_of,
 )
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
-from stream.worker.normalise import BATCH_SIZE, BATCH_WITHIN
+from stream.worker.normalise import BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.partitions import engine_for, marks_for, owned_partitions
 from stream.worker.supervision import to_the_end, unless_revoked
@@ -69,7 +69,7 @@ class Applied:
 
 
 async def run(ctx: Context, stream: faust.StreamT) -> None:
-    async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+    async for batch in stream.take_events(bundles.COUNT_BATCH, within=BATCH_WITHIN):
         ctx.delivered(batch)
         await unless_revoked("count", batch, count_batch(ctx, stream, batch))
         ctx.delivered(batch)
