@@ -32,7 +32,6 @@ class FinishWatch:
         self.loop = asyncio.new_event_loop()
         self.committed: dict[TopicPartition, int] = {}
         self.changed_at: float | None = None  # monotonic time of the last change seen
-        self.checked: dict[TopicPartition, int] | None = None  # offsets found all read
         self.loop.run_until_complete(self._start())
 
     async def _start(self) -> None:
@@ -48,6 +47,7 @@ class FinishWatch:
         self.inputs = [TopicPartition(t, p) for t in self.settings.topics.values() for p in parts]
         self.events = [TopicPartition(self.settings.events_topic, p) for p in parts]
         self.all = [TopicPartition(t, p) for t in topics for p in parts]
+        self.watched = set(self.all)
 
     def poll(self) -> tuple[int, bool]:
         """(input records committed so far, whether everything is committed)."""
@@ -56,7 +56,7 @@ class FinishWatch:
     async def _poll(self) -> tuple[int, bool]:
         now = time.monotonic()
         offsets = await self.admin.list_consumer_group_offsets(self.group)
-        committed = {tp: o.offset for tp, o in offsets.items() if tp in set(self.all)}
+        committed = {tp: o.offset for tp, o in offsets.items() if tp in self.watched}
         if committed != self.committed:
             self.committed, self.changed_at = committed, now
         ends = await self.reader.end_offsets(self.all)  # last stable offsets
@@ -64,13 +64,8 @@ class FinishWatch:
         total = sum(committed.get(tp, 0) for tp in self.inputs)
         if not done_inputs or not any(tp in committed for tp in self.events):
             return total, False
-        if self.checked == committed:
-            return total, True
         behind = [tp for tp in self.events if committed.get(tp, 0) < ends[tp]]
-        if await self._readable(behind, committed):
-            return total, False
-        self.checked = committed
-        return total, self.committed == committed
+        return total, not await self._readable(behind, committed)
 
     async def _readable(self, tps: list[TopicPartition], committed: dict) -> bool:
         """Whether a read_committed read from the committed offsets finds a record

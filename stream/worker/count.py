@@ -108,12 +108,14 @@ def apply_message(ctx: Context, msg: Any, applied: Applied) -> None:
             REJECTED.labels(topic=msg.topic, reason="bundle").inc()
             ctx.reject_log.rejected(msg.topic, p, msg.offset, rejection)
             return
+        source = origin_of(msg, offset=0)  # the bundle's input partition; offsets per item
         for item in items:
             if item.kind == bundles.MARK:
                 apply_mark(ctx, p, item.value, applied)
             else:
+                origin = Origin(source.topic, source.partition, item.offset)
                 correction = item.kind == bundles.CORRECTION
-                apply_event(ctx, msg, origin_of(msg, item.offset), item.value, correction, applied)
+                apply_event(ctx, msg, origin, item.value, correction, applied)
     elif header(msg, MARK_HEADER):
         apply_mark(ctx, p, msg.value, applied)
     else:

@@ -36,15 +36,6 @@ def dead_letter_headers(
     ]
 
 
-def source_headers(msg: Any) -> list[tuple[str, bytes]]:
-    """Headers of a re-keyed event: the input topic, partition and offset it came from."""
-    return [
-        (SOURCE_HEADER, msg.topic.encode()),
-        ("src_partition", str(msg.partition).encode()),
-        ("src_offset", str(msg.offset).encode()),
-    ]
-
-
 def bundle_headers(tp: Any) -> list[tuple[str, bytes]]:
     """Headers of a bundle (core/bundles.py): the input partition its items came from;
     each item carries its own input offset."""

@@ -336,36 +336,42 @@ def consumer_families(
     )
     if commit_latency:
         latency.add_metric([], sorted(commit_latency)[len(commit_latency) // 2])
-    counter = CounterMetricFamily(
-        "funnel_rebalances", "Consumer-group rebalances this worker has taken part in."
-    )
-    counter.add_metric([], rebalances)
-    gap = GaugeMetricFamily(
-        "funnel_commit_gap_max_seconds",
-        "The longest time between two offset commits of this worker since it started "
-        "(a transaction stays open that long; it must stay far below the transaction timeout).",
-    )
-    gap.add_metric([], commit_gap)
-    longest = GaugeMetricFamily(
-        "funnel_commit_duration_max_seconds",
-        "The longest offset commit (transaction commit) of this worker since it started.",
-    )
-    longest.add_metric([], commit_max)
     commits, committing_s, held_s = commit_totals
-    done = CounterMetricFamily("funnel_commits", "Offset commits (transaction commits) made.")
-    done.add_metric([], commits)
-    spent = CounterMetricFamily(
-        "funnel_commit_seconds",
-        "Seconds spent committing, all together (batches wait meanwhile: with "
-        "funnel_commit_held_seconds, the share of a busy worker's time its commits take).",
-    )
-    spent.add_metric([], committing_s)
-    held = CounterMetricFamily(
-        "funnel_commit_held_seconds",
-        "Seconds the agents' batches waited for a commit to finish, all together.",
-    )
-    held.add_metric([], held_s)
-    return [lag_family, latency, counter, gap, longest, done, spent, held]
+    return [
+        lag_family,
+        latency,
+        CounterMetricFamily(
+            "funnel_rebalances",
+            "Consumer-group rebalances this worker has taken part in.",
+            value=rebalances,
+        ),
+        GaugeMetricFamily(
+            "funnel_commit_gap_max_seconds",
+            "The longest time between two offset commits of this worker since it started "
+            "(a transaction stays open that long; it must stay far below the transaction "
+            "timeout).",
+            value=commit_gap,
+        ),
+        GaugeMetricFamily(
+            "funnel_commit_duration_max_seconds",
+            "The longest offset commit (transaction commit) of this worker since it started.",
+            value=commit_max,
+        ),
+        CounterMetricFamily(
+            "funnel_commits", "Offset commits (transaction commits) made.", value=commits
+        ),
+        CounterMetricFamily(
+            "funnel_commit_seconds",
+            "Seconds spent committing, all together (its rate is the share of the worker's "
+            "time in commits; batches wait meanwhile).",
+            value=committing_s,
+        ),
+        CounterMetricFamily(
+            "funnel_commit_held_seconds",
+            "Seconds the agents' batches waited for a commit to finish, all together.",
+            value=held_s,
+        ),
+    ]
 
 
 def _top_reasons(got: Sums) -> list[tuple[str, int]]:

@@ -197,7 +197,9 @@ def consumer_state(ctx: Context) -> dict:
         "rebalances": app.rebalancing_count,
         "commit_gap": gate.longest_gap if gate is not None else 0.0,
         "commit_max": gate.longest_commit if gate is not None else 0.0,
-        "commit_totals": (gate.commits, gate.committing_s, gate.held_s) if gate else (0, 0.0, 0.0),
+        "commit_totals": (
+            (gate.commits, gate.committing_s, gate.held_s) if gate is not None else (0, 0.0, 0.0)
+        ),
     }
 
 
