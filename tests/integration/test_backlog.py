@@ -123,6 +123,11 @@ def test_a_bulk_import_of_three_days_of_demo_history_is_exact(stack, stack_env, 
     try:
         assert_exact(worker, settings, docs, tmp_path / "events.jsonl")
         metrics = worker.metrics()
+        # The worker committed throughout, and its commit counters say how long that took.
+        commits = metric_sum(metrics, "funnel_commits_total")
+        committing = metric_sum(metrics, "funnel_commit_seconds_total")
+        assert commits >= 2 and 0 < committing < time.monotonic() - started, (commits, committing)
+        assert "funnel_commit_held_seconds_total" in metrics, sorted(metrics)[:20]
         print(
             f"3-day import: {len(docs)} events counted exactly in "
             f"{time.monotonic() - started:.0f}s; worker peak memory "
