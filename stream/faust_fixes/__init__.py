@@ -12,6 +12,7 @@ from __future__ import annotations
 from stream.faust_fixes.acked_gaps import fix_acked_gaps
 from stream.faust_fixes.commit_monitor import fix_commit_monitor
 from stream.faust_fixes.fast_paths import speed_up_faust
+from stream.faust_fixes.fetch_gaps import fix_fetch_gaps
 from stream.faust_fixes.parallel_commits import fix_parallel_commits
 from stream.faust_fixes.read_offset_race import fix_read_offset_race
 from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
@@ -27,6 +28,7 @@ def apply_all() -> None:
     fix_recovery_seek()
     fix_read_offset_race()
     fix_acked_gaps()
+    fix_fetch_gaps()
     fix_stop_commit()
     fix_commit_monitor()
     fix_parallel_commits()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from stream.faust_fixes.fenced_transactions import drop_transactions, request_rejoin
+from stream.worker import cut_batches
 from stream.worker.context import Context
 from stream.worker.metrics import FENCED
 from stream.worker.transactions import awaiting_assignment, new_generation
@@ -29,6 +30,7 @@ async def handle_fence(ctx: Context, tid: str, exc: BaseException) -> None:
         return
     new_generation()
     dropped = await drop_transactions(ctx.app.producer)
+    cut_batches.transactions_ended()
     FENCED.inc()
     log.warning(
         "transaction fenced: open transactions dropped, rejoining the group to read "

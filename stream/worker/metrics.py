@@ -321,6 +321,7 @@ def consumer_families(
     commit_gap: float = 0.0,
     commit_max: float = 0.0,
     commit_totals: tuple[int, float, float] = (0, 0.0, 0.0),
+    commits_skipped: int = 0,
 ) -> list[Metric]:
     """Faust's consumer figures for the partitions this worker owns now (no stale series)."""
     lag_family = GaugeMetricFamily(
@@ -370,6 +371,13 @@ def consumer_families(
             "funnel_commit_held_seconds",
             "Seconds the agents' batches waited for a commit to finish, all together.",
             value=held_s,
+        ),
+        CounterMetricFamily(
+            "funnel_commits_skipped",
+            "Commits not made because the open transactions held writes of a batch cut "
+            "mid-way by a rebalance or fence (worker/cut_batches.py); the rebalance that "
+            "follows aborts them and the batch is read again.",
+            value=commits_skipped,
         ),
     ]
 

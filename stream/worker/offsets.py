@@ -18,6 +18,7 @@ import faust
 from faust.types import TP
 
 from stream.faust_fixes import missing_offsets
+from stream.faust_fixes.fetch_gaps import add_handled_gap
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.worker.metrics import REDELIVERED, REFETCHED
 
@@ -90,4 +91,4 @@ async def mark_handled(app: faust.App, holes: list[Hole]) -> None:
     carry the hole together with the records read back from it.
     """
     for tp, first, last in holes:
-        await app.consumer._add_gap(tp, first, last)
+        await add_handled_gap(app.consumer, tp, first, last)

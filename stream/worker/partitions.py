@@ -17,6 +17,7 @@ from stream.core.engine import Engine
 from stream.core.funnels import Funnel
 from stream.core.watermark import SourceMarks
 from stream.faust_fixes.rebalance_state import end_open_transactions, forget_uncommitted_state
+from stream.worker import cut_batches
 from stream.worker.context import Context
 from stream.worker.transactions import assignment_done, drop_keys, new_generation
 
@@ -200,6 +201,7 @@ def consumer_state(ctx: Context) -> dict:
         "commit_totals": (
             (gate.commits, gate.committing_s, gate.held_s) if gate is not None else (0, 0.0, 0.0)
         ),
+        "commits_skipped": gate.skipped if gate is not None else 0,
     }
 
 
@@ -210,6 +212,8 @@ async def on_revoked(ctx: Context) -> None:
     stay open while the consumer rewinds to the last committed offsets, so
     events were read twice against state that already held them. Committing
     first makes the rewind a no-op. Engines reload from the tables after.
+    A batch the revoke cuts mid-write keeps this commit out (its writes are
+    in the open transactions: worker/cut_batches.py); the aborts below end them.
     """
     log.info("partitions revoked", extra={"rebalances": ctx.app.rebalancing_count})
     new_generation()  # batches still running stop writing (transactions.check_not_revoked)
@@ -217,6 +221,7 @@ async def on_revoked(ctx: Context) -> None:
         try:
             await ctx.app.consumer.commit()
             await end_open_transactions(ctx.app.producer)  # writes not committed: read again
+            cut_batches.transactions_ended()
         except Exception:  # noqa: BLE001 - the rebalance must go on; state stays consistent
             log.warning("commit on revoke failed", exc_info=True)
     had_engines = bool(ctx.engines)

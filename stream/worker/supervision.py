@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import faust
 
-from stream.faust_fixes.failed_batch_acks import keep_unacked
+from stream.faust_fixes.failed_batch_acks import keep_unacked, never_ack
 from stream.faust_fixes.fenced_transactions import FENCED, fenced
 from stream.worker.transactions import Revoked, batch_is_stale, begin_batch
 
@@ -52,8 +52,10 @@ async def unless_revoked(agent: str, batch: list, handle: Awaitable) -> None:
     """Run one batch; drop it if its partitions are revoked while it writes, or
     if its transaction is fenced (worker/fencing.py: the worker rejoins).
 
-    Its offsets were not committed, so it is read again by the partitions'
-    next owner. Any other failure propagates (and stops the worker).
+    Its offsets are never committed (``never_ack``), nor are its writes (the
+    commit gate holds commits until the rebalance ends its transactions:
+    worker/cut_batches.py), so it is read again by the partitions' next owner.
+    Any other failure propagates (and stops the worker).
     """
     begin_batch()
     try:
@@ -67,6 +69,7 @@ async def unless_revoked(agent: str, batch: list, handle: Awaitable) -> None:
 
 
 def dropped(agent: str, batch: list, exc: BaseException) -> None:
+    never_ack(batch)  # take_events would ack it when the agent asks for the next one
     log.warning(
         "batch dropped: partitions revoked or transaction fenced while it was written; "
         "it is read again",

@@ -29,6 +29,7 @@ import orjson
 from faust.types import TP
 
 from stream.faust_fixes.batch_sends import partition_of, topic_ready, transaction_producer
+from stream.worker import cut_batches
 
 
 class Revoked(Exception):  # noqa: N818 - a signal, not an error
@@ -60,8 +61,10 @@ def awaiting_assignment() -> bool:
 
 
 def assignment_done() -> None:
-    """The rebalance assigned partitions: batches begun from now on may write."""
+    """The rebalance assigned partitions: batches begun from now on may write,
+    into the fresh transactions Faust began for the assignment."""
     _unassigned[0] = False
+    cut_batches.transactions_ended()
 
 
 def begin_batch() -> None:
@@ -78,6 +81,7 @@ def begin_batch() -> None:
     lost (test_scale_out, 5 of 2,500 events on one partition, 2026-11-30).
     """
     _batch_generation.set(_NO_ASSIGNMENT if _unassigned[0] else _generation[0])
+    cut_batches.begin()
 
 
 def batch_is_stale() -> bool:
@@ -119,6 +123,7 @@ class CommitGate:
         self.commits = 0
         self.committing_s = 0.0  # seconds spent in commits, all together
         self.held_s = 0.0  # seconds batches waited for a commit, all together
+        self.skipped = 0  # commits not run: writes of a cut batch (worker/cut_batches.py)
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[None]:
@@ -130,12 +135,15 @@ class CommitGate:
         try:
             yield
         finally:
+            cut_batches.left()  # before a waiting commit can run
             async with self._cond:
                 self.writing -= 1
                 self._cond.notify_all()
 
     @asynccontextmanager
-    async def commit(self) -> AsyncIterator[None]:
+    async def commit(self) -> AsyncIterator[bool]:
+        """Hold batches out for a commit. Yields False when the open transactions
+        hold writes of a cut batch (worker/cut_batches.py): nothing may commit then."""
         async with self._cond:
             self.waiting += 1
             try:
@@ -143,16 +151,20 @@ class CommitGate:
             finally:
                 self.waiting -= 1
             self.committing = True
+        allowed = not cut_batches.holds_cut_writes()
         began = time.monotonic()
         try:
-            yield
+            yield allowed
         finally:
             done = time.monotonic()
-            self.longest_gap = max(self.longest_gap, began - self.last_commit)
-            self.longest_commit = max(self.longest_commit, done - began)
-            self.commits += 1
-            self.committing_s += done - began
-            self.last_commit = done
+            if allowed:
+                self.longest_gap = max(self.longest_gap, began - self.last_commit)
+                self.longest_commit = max(self.longest_commit, done - began)
+                self.commits += 1
+                self.committing_s += done - began
+                self.last_commit = done
+            else:
+                self.skipped += 1
             async with self._cond:
                 self.committing = False
                 self._cond.notify_all()
@@ -167,8 +179,8 @@ def commit_gate(app: faust.App) -> CommitGate:
         original = consumer.force_commit
 
         async def force_commit(*args: Any, **kwargs: Any) -> bool:
-            async with gate.commit():
-                return await original(*args, **kwargs)
+            async with gate.commit() as allowed:
+                return await original(*args, **kwargs) if allowed else False
 
         consumer.force_commit = force_commit
     return gate
@@ -225,6 +237,7 @@ def drop_keys(table: faust.Table, keys: Iterable[Any]) -> None:
 async def ack_all(stream: faust.StreamT, events: Iterable[faust.EventT]) -> None:
     for event in events:
         await stream.ack(event)
+    cut_batches.finished()
 
 
 # (partition or None for the key's partition, key, value, headers)
@@ -273,6 +286,7 @@ async def send_records(app: faust.App, source: TP, topic: str, records: list[Rec
 async def _send_batch(aio: Any, lock: asyncio.Lock, batch: Any, topic: str, p: int) -> None:
     async with lock:  # checked under the lock: a revoke ends transactions under it
         check_not_revoked()
+        cut_batches.sending()
         delivery = await aio.send_batch(batch, topic, partition=p)
     delivery.add_done_callback(_failure_seen)
 

@@ -119,8 +119,14 @@ def test_transactions_fenced_under_load_without_a_crash(stack, stack_env, tmp_pa
         fault_over = time.monotonic()
         figures.sent = load.wait()
         settle(figures, cluster, settings, docs, fault_over, tmp_path)
-        fences = metric_sum(worker.metrics(), "funnel_transactions_fenced_total")
+        metrics = worker.metrics()
+        fences = metric_sum(metrics, "funnel_transactions_fenced_total")
         assert fences >= 2, f"the worker saw {fences} fences of 2"
+        # Commits held back for batches the fences cut (worker/cut_batches.py):
+        # exported, and reported with the scenario's output.
+        skipped = metric_sum(metrics, "funnel_commits_skipped_total")
+        assert "funnel_commits_skipped_total" in metrics, sorted(metrics)[:20]
+        print(f"fenced: {fences:.0f} fences, {skipped:.0f} commits skipped for cut batches")
     finally:
         cluster.stop()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from types import SimpleNamespace
 
 import pytest
@@ -518,3 +518,36 @@ def test_patched_build_offsets_stamps_the_active_offsets() -> None:
     asyncio.run(build_offsets(recovery, consumer, {tp}, recovery.active_offsets, "active"))
     assert recovery.active_offsets == {tp: -1}
     assert recovery.funnel_offsets_set_at > 0
+
+
+def gap_consumer(committed: int) -> SimpleNamespace:
+    from intervaltree import IntervalTree
+
+    return SimpleNamespace(
+        _gap=defaultdict(IntervalTree),
+        _committed_offset=defaultdict(lambda: None, {"tp": committed}),
+    )
+
+
+def test_upstream_add_gap_counts_undelivered_offsets_as_acked() -> None:
+    """What the fetch loop did with 214 then a prefetched 633 (chaos scenario 10)."""
+    from faust.transport.consumer import Consumer
+
+    from stream.faust_fixes.patching import upstream
+
+    consumer = gap_consumer(committed=214)
+    asyncio.run(upstream(Consumer, "_add_gap")(consumer, "tp", 215, 633))
+    assert sorted((i.begin, i.end) for i in consumer._gap["tp"]) == [(215, 634)]
+
+
+def test_patched_fetch_loop_records_no_gap_and_handled_holes_still_count() -> None:
+    from faust.transport.consumer import Consumer
+
+    from stream.faust_fixes.fetch_gaps import add_handled_gap
+
+    apply_all()
+    consumer = gap_consumer(committed=214)
+    asyncio.run(Consumer._add_gap(consumer, "tp", 215, 633))  # the fetch loop's call
+    assert not consumer._gap["tp"]
+    asyncio.run(add_handled_gap(consumer, "tp", 220, 632))  # a batch applied the hole
+    assert sorted((i.begin, i.end) for i in consumer._gap["tp"]) == [(220, 633)]

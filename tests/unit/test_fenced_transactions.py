@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import ProducerFenced
+from faust.types.tuples import ConsumerMessage
 
 from stream.faust_fixes import apply_all, commit_monitor, fenced_transactions
 from stream.faust_fixes.batch_sends import TransactionGone
@@ -129,16 +130,25 @@ def test_the_worker_drops_everything_and_rejoins_once_per_fence() -> None:
     assert transactions.awaiting_assignment()
 
 
-def run_batch(error: BaseException, handler=None) -> None:  # noqa: ANN001
+class Event:
+    def __init__(self, offset: int) -> None:
+        self.message = ConsumerMessage("t", 0, offset, 0.0, 0, [], b"k", b"v", None)
+
+
+def run_batch(error: BaseException, handler=None) -> list[Event]:  # noqa: ANN001
+    """The batch's events, after ``unless_revoked`` ran it into ``error``."""
+    batch = [Event(1), Event(2)]
+
     async def handle() -> None:
         raise error
 
     async def main() -> None:
         if handler is not None:
             fenced_transactions.on_fenced(handler)
-        await supervision.unless_revoked("count", [1], handle())
+        await supervision.unless_revoked("count", batch, handle())
 
     asyncio.run(main())
+    return batch
 
 
 @pytest.mark.parametrize("error", [ProducerFenced(), TransactionGone("no producer")])
@@ -148,8 +158,10 @@ def test_a_fenced_batch_is_dropped_and_handed_to_the_worker(error: BaseException
     async def handler(tid: str, exc: BaseException) -> None:
         seen.append(tid)
 
-    run_batch(error, handler)
+    batch = run_batch(error, handler)
     assert seen == ["batch of count"]
+    # Dropped: take_events' ack of it must not reach the consumer (never_ack).
+    assert all(event.message.acked for event in batch)
 
 
 def test_a_fenced_batch_without_a_handler_still_stops_the_worker() -> None:
