@@ -55,11 +55,19 @@ async def unless_revoked(agent: str, batch: list, handle: Awaitable) -> None:
     Its offsets are never committed (``never_ack``), nor are its writes (the
     commit gate holds commits until the rebalance ends its transactions:
     worker/cut_batches.py), so it is read again by the partitions' next owner.
+    A batch cancelled by a stop before it finished is not acked either: the
+    agent's generator, closed after the cancel, acks the batch it yielded
+    (faust_fixes/failed_batch_acks.py), and the stop's commit would commit it.
     Any other failure propagates (and stops the worker).
     """
     begin_batch()
     try:
         await handle
+    except asyncio.CancelledError:
+        # A stop cancelled it mid-way (a whole batch has acked itself first):
+        # closing take_events would ack it all before the stop's commit.
+        never_ack(batch)
+        raise
     except Revoked as exc:
         dropped(agent, batch, exc)
     except FENCED as exc:

@@ -175,3 +175,50 @@ def test_any_other_batch_failure_still_stops_the_worker() -> None:
 
     with pytest.raises(ValueError):
         run_batch(ValueError("a bug"), handler)
+
+
+def test_a_batch_cancelled_by_a_stop_before_it_finished_is_never_acked() -> None:
+    """Cancelled while it enriches (a stop, a leave), the agent's take_events would
+    ack the whole batch once its generator is closed, before the stop's commit."""
+    batch = [Event(1), Event(2)]
+
+    async def handle() -> None:
+        await asyncio.sleep(10)  # route(): Redis, a refetch
+
+    async def main() -> None:
+        task = asyncio.create_task(supervision.unless_revoked("attribute", batch, handle()))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert all(event.message.acked for event in batch)
+
+
+def test_a_stopped_agent_loop_acks_its_unfinished_batch_upstream() -> None:
+    """Why: an async generator whose consumer was cancelled in its loop body runs its
+    ``finally`` (take_events' acks) when asyncio closes it, before the loop goes on."""
+    log: list[str] = []
+
+    async def take_events():  # noqa: ANN202 - the shape of Stream.take_events
+        try:
+            yield [1, 2]
+        finally:
+            log.append("acked")
+
+    async def agent() -> None:
+        async for _ in take_events():
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        task = asyncio.create_task(agent())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+        log.append("stop's commit")
+
+    asyncio.run(main())
+    assert log == ["acked", "stop's commit"]
