@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.faust_fixes.patching import install, upstream
+from stream.faust_fixes.patching import install
 
 
 async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
@@ -36,15 +36,19 @@ async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
     return None
 
 
-async def add_handled_gap(consumer: Any, tp: Any, first: int, last: int) -> None:
+def add_handled_gap(consumer: Any, tp: Any, first: int, last: int) -> None:
     """Count ``first..last`` as acked: a batch applied whatever records they hold.
 
-    Faust's own ``_add_gap``, as kept when the fix was installed (the offset
-    trace wraps the patched method later: worker/trace.py)."""
-    from faust.transport.consumer import Consumer
-
-    faust_add_gap = getattr(add_gap, "upstream", None) or upstream(Consumer, "_add_gap")
-    await faust_add_gap(consumer, tp, first, last)
+    Faust's ``_add_gap`` without its ``await asyncio.sleep(0)``: the agents
+    mark holes and ack in one step that no rebalance can come between
+    (worker/transactions.ack_all)."""
+    committed = consumer._committed_offset[tp]
+    if committed is not None:
+        first = max(first, committed + 1)
+    if first <= last:
+        gaps = consumer._gap[tp]
+        gaps.addi(first, last + 1)  # intervaltree intervals exclude the end
+        gaps.merge_overlaps()
 
 
 def fix_fetch_gaps() -> None:

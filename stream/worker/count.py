@@ -199,8 +199,8 @@ async def write_and_ack(
     """The batch's state written, its holes handled, its events acked, to the end
     even if the agent is cancelled meanwhile (supervision.to_the_end)."""
     await write_batch(ctx, applied, next_offsets)
-    await mark_handled(ctx.app, holes)
-    await ack_all(stream, batch)
+    await ack_all(stream, batch)  # raises Revoked in a stale batch
+    mark_handled(ctx.app, holes)  # with the acks: no await between
 
 
 async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int]) -> None:

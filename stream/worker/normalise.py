@@ -88,8 +88,8 @@ async def send_and_ack(
     even if the agent is cancelled meanwhile (supervision.to_the_end)."""
     for (source, topic), records in sends.items():
         await send_records(ctx.app, source, topic, records)
-    await mark_handled(ctx.app, holes)
-    await ack_all(stream, batch)
+    await ack_all(stream, batch)  # raises Revoked in a stale batch
+    mark_handled(ctx.app, holes)  # with the acks: no await between
 
 
 async def route(

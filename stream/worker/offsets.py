@@ -84,11 +84,12 @@ async def read_hole(refetcher: Refetcher, tp: TP, first: int, last: int) -> list
     return [refetched_message(record) for record in records]
 
 
-async def mark_handled(app: faust.App, holes: list[Hole]) -> None:
+def mark_handled(app: faust.App, holes: list[Hole]) -> None:
     """Let Faust's committed offsets move past holes whose records this batch applied.
 
-    Called with commits held, after the batch's writes: a commit can then only
-    carry the hole together with the records read back from it.
+    Called with commits held, after the batch's writes, with its acks
+    (transactions.ack_all): a commit can then only carry the hole together
+    with the records read back from it.
     """
     for tp, first, last in holes:
-        await add_handled_gap(app.consumer, tp, first, last)
+        add_handled_gap(app.consumer, tp, first, last)

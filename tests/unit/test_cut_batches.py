@@ -141,3 +141,29 @@ def test_a_dropped_batch_is_never_acked_to_the_consumer() -> None:
     assert kept.message.ack(consumer) is True
     assert dropped.message.ack(consumer) is False
     assert acked == [1]
+
+
+def test_a_batch_made_stale_by_a_revoke_acks_nothing() -> None:
+    """A batch with nothing to write never meets the revoke check in its sends;
+    its acks would land in the next assignment's offsets."""
+    from stream.worker import transactions
+
+    acked: list[int] = []
+
+    class Stream:
+        async def ack(self, event: int) -> bool:
+            acked.append(event)
+            return True
+
+    async def batch(revoke_first: bool) -> None:
+        transactions.begin_batch()
+        if revoke_first:
+            transactions.new_generation()  # the revoke, while the batch ran
+        await transactions.ack_all(Stream(), [1, 2])
+
+    asyncio.run(batch(revoke_first=False))
+    assert acked == [1, 2]
+    with pytest.raises(transactions.Revoked):
+        asyncio.run(batch(revoke_first=True))
+    transactions.assignment_done()
+    assert acked == [1, 2]
