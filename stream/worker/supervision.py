@@ -52,32 +52,35 @@ async def unless_revoked(agent: str, batch: list, handle: Awaitable) -> None:
     """Run one batch; drop it if its partitions are revoked while it writes, or
     if its transaction is fenced (worker/fencing.py: the worker rejoins).
 
-    Its offsets are never committed (``never_ack``), nor are its writes (the
-    commit gate holds commits until the rebalance ends its transactions:
-    worker/cut_batches.py), so it is read again by the partitions' next owner.
-    A batch cancelled by a stop before it finished is not acked either: the
-    agent's generator, closed after the cancel, acks the batch it yielded
-    (faust_fixes/failed_batch_acks.py), and the stop's commit would commit it.
-    Any other failure propagates (and stops the worker).
+    A batch that does not finish is never acked (``never_ack``): Faust's
+    ``take_events`` acks the batch it yielded when the agent asks for the next
+    one, or when its generator is closed after a stop's cancel, and a commit
+    would then carry offsets of events never counted. Its writes are not
+    committed either (the commit gate holds commits until the rebalance ends
+    the transactions: worker/cut_batches.py), so it is read again by the
+    partitions' next owner. Failures other than a revoke or a fence propagate
+    (and stop the worker).
     """
     begin_batch()
     try:
         await handle
-    except asyncio.CancelledError:
-        # A stop cancelled it mid-way (a whole batch has acked itself first):
-        # closing take_events would ack it all before the stop's commit.
-        never_ack(batch)
-        raise
-    except Revoked as exc:
-        dropped(agent, batch, exc)
-    except FENCED as exc:
-        if not batch_is_stale() and not await fenced(f"batch of {agent}", exc):
+    except BaseException as exc:
+        never_ack(batch)  # a batch that finished has acked itself already
+        if not await droppable(agent, exc):
             raise
         dropped(agent, batch, exc)
 
 
+async def droppable(agent: str, exc: BaseException) -> bool:
+    """A revoked batch, or a fenced one the worker handles by rejoining."""
+    if isinstance(exc, Revoked):
+        return True
+    if isinstance(exc, FENCED):
+        return batch_is_stale() or await fenced(f"batch of {agent}", exc)
+    return False
+
+
 def dropped(agent: str, batch: list, exc: BaseException) -> None:
-    never_ack(batch)  # take_events would ack it when the agent asks for the next one
     log.warning(
         "batch dropped: partitions revoked or transaction fenced while it was written; "
         "it is read again",
