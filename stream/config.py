@@ -197,6 +197,10 @@ class Settings:
     # Consumer-group session timeout in seconds: how long a crashed worker's
     # partitions wait before a rebalance hands them on (FUNNEL_SESSION_TIMEOUT).
     session_timeout: float = 30.0
+    # Seconds a starting worker may read its changelogs in bulk before Faust's
+    # own (slower) reader goes on (FUNNEL_RECOVERY_BULK_S; 0: Faust's reader only;
+    # kept under Faust's 90 s step timeout). Memory store only.
+    recovery_bulk_s: float = 60.0
     # Debug aid: log every batch's offset ranges and Faust's gaps and seeks
     # (FUNNEL_TRACE_OFFSETS=1).
     trace_offsets: bool = False
@@ -274,6 +278,7 @@ class Settings:
             alert_webhook=_env("ALERT_WEBHOOK", cls.alert_webhook),
             commit_interval=_env_float("COMMIT_INTERVAL", cls.commit_interval),
             session_timeout=_env_float("SESSION_TIMEOUT", cls.session_timeout),
+            recovery_bulk_s=_env_float("RECOVERY_BULK_S", cls.recovery_bulk_s),
             log_level=_env("LOG_LEVEL", cls.log_level),
             trace_offsets=_env("TRACE_OFFSETS", "") not in ("", "0", "false"),
             topics=topics,

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream.faust_fixes import patching
+from stream.faust_fixes import bulk_recovery, patching
 
 
 async def _seek_offsets(self: Any, consumer: Any, tps: Any, offsets: Any, title: str) -> None:
-    """Faust's seek, with "offset not known yet" (None, or -1) read as the start."""
+    """Faust's seek, with "offset not known yet" (None, or -1) read as the start;
+    first the bulk reader's turn (bulk_recovery.py), which moves the offsets."""
+    await bulk_recovery.read_ahead(self, tps, offsets, title)
     new_offsets = {}
     for tp in tps:
         offset = offsets[tp]

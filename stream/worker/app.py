@@ -27,6 +27,7 @@ from stream.api import routes
 from stream.config import Settings
 from stream.core.funnels import load_funnels
 from stream.core.tracking import load_tracking
+from stream.faust_fixes.bulk_recovery import BulkRecovery
 from stream.faust_fixes.fenced_transactions import on_fenced
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.kafka.client import (
@@ -50,6 +51,9 @@ from stream.worker.tracking_store import TrackingStore
 log = logging.getLogger("stream.worker")
 
 CRM_TYPES = ("call", "deal_stage")
+# The bulk reader's share of Faust's recovery step timeout (past it Faust stops
+# its recovery service): faust_fixes/bulk_recovery.py.
+BULK_SHARE = 0.75
 
 
 def build_app(settings: Settings, web_port: int | None = None) -> faust.App:
@@ -123,6 +127,9 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 
         trace_offsets()
     app = build_app(settings, web_port)
+    if settings.store.startswith("memory") and settings.recovery_bulk_s > 0:
+        limit = min(settings.recovery_bulk_s, BULK_SHARE * app.conf.broker_request_timeout)
+        app.funnel_bulk_recovery = BulkRecovery(client_options(settings), limit)
     ctx = build_context(app, settings)
     add_agents(app, ctx)
     add_rebalance_handlers(app, ctx)

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from typing import Any
 
+from stream import heap
 from stream.core import event_counts, money, state
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
@@ -64,6 +65,11 @@ def engine_for(ctx: Context, p: int) -> Engine:
 
 
 def load_engine(ctx: Context, p: int) -> Engine:
+    with heap.bulk_load():
+        return build_engine(ctx, p)
+
+
+def build_engine(ctx: Context, p: int) -> Engine:
     settings, tables = ctx.settings, ctx.tables
     engine = Engine(
         ctx.funnels,
@@ -71,13 +77,8 @@ def load_engine(ctx: Context, p: int) -> Engine:
         lateness=settings.lateness,
         retention=settings.retention,
     )
-    records, loaded_keys = [], []
-    for key, value in list(tables.journeys.data.items()):
-        parsed = state.parse_key(key)
-        if parsed[0] == p:
-            records.append((parsed, value))
-            loaded_keys.append(key)
-    restored, orphans = state.load_journeys(records)
+    own = state.of_partition(list(tables.journeys.data.items()), p)
+    restored, orphans = state.load_journeys((parsed, value) for _, parsed, value in own)
     if orphans:
         log.warning(
             "journey events without their journey", extra={"partition": p, "events": orphans}
@@ -85,12 +86,9 @@ def load_engine(ctx: Context, p: int) -> Engine:
     if ctx.memory_store:
         # The engine holds the journeys now (a journey held twice was a third of
         # a worker's memory); every rebalance replays the changelogs anyway.
-        drop_keys(tables.journeys, loaded_keys)
-    counts = []
-    for key, value in list(tables.counters.data.items()):
-        part, *rest = state.parse_key(key)
-        if part == p and value:
-            counts.append((tuple(rest), value))
+        drop_keys(tables.journeys, (key for key, _, _ in own))
+    own_counters = state.of_partition(list(tables.counters.data.items()), p)
+    counts = [(tuple(parsed[1:]), value) for _, parsed, value in own_counters if value]
     mark = tables.marks.data.get(str(p))
     values = {}
     for funnel in engine.funnels:

@@ -114,7 +114,8 @@ def test_patched_recovery_seek_reads_such_a_partition_from_its_start() -> None:
     apply_all()
     consumer = SeekingConsumer()
     offsets = Counter({TP: 7, ("y-changelog", 1): None, ("z-changelog", 2): -1})
-    asyncio.run(recovery_seek._seek_offsets(None, consumer, set(offsets), offsets, "active"))
+    no_bulk = SimpleNamespace(app=SimpleNamespace(), active_offsets=offsets)
+    asyncio.run(recovery_seek._seek_offsets(no_bulk, consumer, set(offsets), offsets, "active"))
     assert consumer.seeks == [{TP: 7, ("y-changelog", 1): 0, ("z-changelog", 2): 0}]
 
 

@@ -144,3 +144,22 @@ steps = [
     run(after, stream[1000:], table, counters)
     assert after.counters == whole.counters
     assert any(k[5] == "other" for k in whole.counters)  # the cap was reached
+
+
+def test_of_partition_picks_a_partitions_keys_by_their_text() -> None:
+    key = ("shop", "reached", 0, 60, "", "")
+    items = [
+        (state.counter_key(1, key), 5),
+        (state.counter_key(10, key), 6),
+        (state.journey_key(1, "shop", "v1"), {"newest": 1.0}),
+        (state.journey_key(11, "shop", "v1"), {"newest": 2.0}),
+        (state.values_key(1, "shop", "channel"), ["direct"]),
+    ]
+    got = state.of_partition(items, 1)
+    assert [(parsed, value) for _, parsed, value in got] == [
+        ([1, *key], 5),
+        ([1, "shop", "v1"], {"newest": 1.0}),
+        ([1, "values", "shop", "channel"], ["direct"]),
+    ]
+    assert [k for k, _, _ in got] == [items[0][0], items[2][0], items[4][0]]
+    assert [v for _, _, v in state.of_partition(items, 10)] == [6]
