@@ -6,10 +6,13 @@ import asyncio
 from types import SimpleNamespace
 
 import faust
+from faust.serializers import codecs
 from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.faust_fixes import bulk_recovery, recovery_seek
-from stream.faust_fixes.bulk_recovery import BulkRecovery, applies_in_bulk, apply, decode, plan
+from stream.faust_fixes.bulk_recovery import BulkRecovery, applies_in_bulk, apply, plan, store_batch
 
 
 def json_table(app: faust.App, name: str = "t") -> faust.Table:
@@ -23,51 +26,77 @@ def test_plan_reads_from_after_the_last_applied_offset_to_the_highwater() -> Non
     assert plan(offsets, offsets, highwaters) == {"new": (0, 9), "half": (42, 99), "unset": (0, 0)}
 
 
-def test_records_decode_as_faust_decodes_its_json_changelogs() -> None:
-    app = faust.App("bulk-decode-test", store="memory://")
-    ser = app.serializers
-    for key, value in (
-        ('[0,"shop","v\\u00e9",1.5,"e1"]', '{"type":"visit","visitor_id":"v\u00e9"}'),
-        ('[3,"shop","reached",2,1700000000,"",""]', 17),
-        ("0|next", 1234),
-        ("2|sources", {"shop.visits:0": [1.5, 7]}),
-        ('[1,"values","shop","channel"]', ["direct", "paid"]),
-        ("[0,1700000040]", 0.25),
-    ):
-        raw_key = ser.dumps_key(None, key, serializer="json")
-        raw_value = ser.dumps_value(None, value, serializer="json")
-        got = decode(1, raw_key, raw_value)
-        assert got.key == ser.loads_key(None, raw_key, serializer="json") == key
-        assert got.value == ser.loads_value(None, raw_value, serializer="json") == value
-        assert got.message.partition == 1 and got.message.value == raw_value
-    tombstone = decode(0, ser.dumps_key(None, "k", serializer="json"), None)
-    assert tombstone.value is None and tombstone.message.value is None
+KEYS = [
+    '[0,"shop","v\\u00e9",1.5,"e1"]',
+    '[3,"shop","reached",2,1700000000,"",""]',
+    "0|next",
+    "2|sources",
+    "k",
+]
+VALUES = [
+    '{"type":"visit","visitor_id":"v\u00e9"}',
+    17,
+    0,
+    {"shop.visits:0": [1.5, 7]},
+    ["direct", "paid"],
+    0.25,
+    None,  # a tombstone
+]
 
 
-def test_applied_records_keep_the_memory_stores_semantics() -> None:
-    """A tombstone deletes, a key set again after its tombstone stays, and records
-    past the highwater are left alone; the offset moves to the last one applied."""
+def faust_events(app: faust.App, partition: int, pairs: list) -> list[SimpleNamespace]:
+    """Changelog records as Faust's recovery hands them to the store: its own decoding."""
+    ser, out = app.serializers, []
+    for raw_key, raw_value in pairs:
+        value = None if raw_value is None else ser.loads_value(None, raw_value, serializer="json")
+        message = SimpleNamespace(value=raw_value, partition=partition)
+        key = ser.loads_key(None, raw_key, serializer="json")
+        out.append(SimpleNamespace(key=key, value=value, message=message))
+    return out
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(KEYS), st.sampled_from(range(len(VALUES))), st.integers(0, 2)),
+        max_size=40,
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_a_bulk_batch_leaves_the_store_as_fausts_own_apply_does(writes: list) -> None:
+    """Random batches of sets, tombstones and falsy values, over several partitions."""
     app = faust.App("bulk-apply-test", store="memory://")
+    ours, theirs = json_table(app, "ours"), json_table(app, "theirs")
+    ser = app.serializers
+    batches: dict[int, list] = {}
+    for key, value, partition in writes:
+        raw = (
+            None
+            if VALUES[value] is None
+            else ser.dumps_value(None, VALUES[value], serializer="json")
+        )
+        batches.setdefault(partition, []).append((ser.dumps_key(None, key, serializer="json"), raw))
+    for partition, pairs in batches.items():
+        for half in (pairs[: len(pairs) // 2], pairs[len(pairs) // 2 :]):
+            store_batch(ours, partition, half)
+            theirs.apply_changelog_batch(faust_events(app, partition, half))
+    assert dict(ours.data) == dict(theirs.data)
+    assert ours.data._key_partition == theirs.data._key_partition
+
+
+def test_records_past_the_highwater_are_left_and_the_offset_moves_to_the_last_applied() -> None:
+    app = faust.App("bulk-offsets-test", store="memory://")
     table = json_table(app)
     assert applies_in_bulk(table)
     tp = TP("t-changelog", 1)
     recovery = SimpleNamespace(tp_to_table={tp: table})
 
     def rec(offset: int, key: str, value: object) -> SimpleNamespace:
-        raw = None if value is None else faust.serializers.codecs.dumps("json", value)
-        return SimpleNamespace(
-            offset=offset, key=faust.serializers.codecs.dumps("json", key), value=raw
-        )
+        raw = None if value is None else codecs.dumps("json", value)
+        return SimpleNamespace(offset=offset, key=codecs.dumps("json", key), value=raw)
 
     offsets = {tp: -1}
-    records = [
-        rec(0, "a", 1),
-        rec(1, "b", 2),
-        rec(3, "a", None),
-        rec(4, "b", None),
-        rec(5, "b", 3),
-        rec(9, "c", 4),
-    ]
+    records = [rec(0, "a", 1), rec(1, "b", 2), rec(3, "a", None), rec(4, "b", None)]
+    records += [rec(5, "b", 3), rec(9, "c", 4)]
     assert apply(recovery, tp, records, 5, offsets) == 5
     assert dict(table.data) == {"b": 3}
     assert offsets[tp] == 5
