@@ -54,9 +54,11 @@ def summarise(results: Path) -> dict:
         "p99_at_5000_s": at[5000]["p99_s"] if 5000 in at else None,
         "journeys": recovery["journeys"],
         "recovery_ready_s": recovery["ready_s"],
-        # Only a full run measures it: recovery has a fixed part (about 10 s under
-        # exactly-once, see docs/capacity.md), so scaling a small run would mislead.
-        "recovery_1m_journeys_s": recovery["ready_s"]
+        "recovery_answers_all_s": recovery["answers_all_s"],
+        # Only a full run measures it: recovery has a fixed part (a few seconds of
+        # start-up and group join), so scaling a small run would mislead. The
+        # target counts until the API answers exactly again, not until ready.
+        "recovery_1m_journeys_s": recovery["answers_all_s"]
         if recovery["journeys"] >= 1_000_000
         else None,
         "memory_per_1m_journeys_mb": recovery["memory_per_1m_journeys_mb"],
@@ -100,9 +102,13 @@ def table(s: dict) -> str:
             )
         )
     rows += [
-        (f"recovery of {s['journeys']:,} journeys, s", s["recovery_ready_s"], ""),
         (
-            "recovery of 1M journeys, s",
+            f"recovery of {s['journeys']:,} journeys: ready / answering all, s",
+            f"{s['recovery_ready_s']} / {s.get('recovery_answers_all_s')}",
+            "",
+        ),
+        (
+            "recovery of 1M journeys (answering all), s",
             s["recovery_1m_journeys_s"] or "(full run only)",
             "30 s: " + met("recovery_1m_journeys_s", s["recovery_1m_journeys_s"], False),
         ),

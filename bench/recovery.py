@@ -1,15 +1,17 @@
 """Recovery: how long a restarted worker takes to answer again with N journeys in its tables.
 
-    python -m bench.recovery [--journeys 100000]
+    python -m bench.recovery [--journeys 100000] [--compare]
 
 Uses the local stack (`funnel stack up`). Sends N visits of N new visitors
 (N journeys, N de-dup ids) to fresh topics, lets one worker count them all,
 stops it, and starts a new worker with the same app id: its tables come back
-from their changelog topics (`memory://` store). Figures: the time from the
-new worker's start to /health/ready and to the API answering N visits; and the
-state cost: the worker's memory with N journeys less its memory idle, and the
-bytes of the changelog topics on the broker's disk, also per 1M journeys.
-Results: bench/results/recovery.json.
+from their changelog topics (`memory://` store, read in bulk). Figures: the
+time from the new worker's start to /health/ready and to the API answering N
+visits, and its memory then; the state cost: the first worker's memory with N
+journeys less its memory idle, and the bytes of the changelog topics on the
+broker's disk, also per 1M journeys. ``--compare`` restarts a third worker
+with Faust's own changelog reader (``FUNNEL_RECOVERY_BULK_S=0``) on the same
+changelogs, for the ratio. Results: bench/results/recovery.json.
 """
 
 from __future__ import annotations
@@ -83,6 +85,37 @@ def changelog_bytes(settings, app_id: str) -> int:
     )
 
 
+def restart(env: dict, n: int, profile: str | None = None) -> dict:
+    """A new worker with the same app id: time to ready and to answering all ``n``
+    visits, its CPU time at ready and its memory once it answered."""
+    second = WorkerProcess(env, free_port(), name="recovery-second")
+    started = time.monotonic()
+    second.start_process()
+    profiler = Profiler(second.proc.pid, RESULTS / f"{profile}.txt") if profile else None
+    try:
+        while not is_ready(second.url):
+            if second.proc.poll() is not None:
+                raise RuntimeError(f"worker exited; log:\n{second.log_tail()}")
+            time.sleep(0.1)
+        ready = time.monotonic() - started
+        ready_cpu = cpu_s(second.proc.pid)
+        answered = wait_count(second.url, n, 900) - started
+        hotspots = profiler.stop() if profiler else None
+        metrics = http_json(f"{second.url}/api/funnels")  # still serving after recovery
+        assert metrics["funnels"], metrics
+        recovered_mb = rss_mb(second.proc.pid)
+    finally:
+        second.stop(60)
+    return {
+        "ready_s": round(ready, 2),
+        "answers_all_s": round(answered, 2),
+        # Near ready_s: recovery is CPU-bound in the worker (not waiting on the broker).
+        "ready_cpu_s": ready_cpu,
+        "recovered_rss_mb": recovered_mb,
+        "profile": hotspots,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--journeys", type=int, default=100_000)
@@ -90,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="NAME",
         help="record the restarted worker's recovery with py-spy into bench/results/NAME.*",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="restart a third worker with Faust's own changelog reader (FUNNEL_RECOVERY_BULK_S=0)",
     )
     args = parser.parse_args(argv)
     n = args.journeys
@@ -119,30 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         first.stop(60)
     disk = changelog_bytes(settings, settings.app_id)
-    second = WorkerProcess(env, free_port(), name="recovery-second")
-    started = time.monotonic()
-    second.start_process()
-    profiler = Profiler(second.proc.pid, RESULTS / f"{args.profile}.txt") if args.profile else None
-    try:
-        while not is_ready(second.url):
-            if second.proc.poll() is not None:
-                raise RuntimeError(f"worker exited; log:\n{second.log_tail()}")
-            time.sleep(0.1)
-        ready = time.monotonic() - started
-        ready_cpu = cpu_s(second.proc.pid)
-        answered = wait_count(second.url, n, 600) - started
-        hotspots = profiler.stop() if profiler else None
-        metrics = http_json(f"{second.url}/api/funnels")  # still serving after recovery
-        assert metrics["funnels"], metrics
-    finally:
-        second.stop(60)
+    bulk = restart(env, n, args.profile)
+    faust_reader = restart({**env, "FUNNEL_RECOVERY_BULK_S": "0"}, n) if args.compare else None
     figures = {
         "journeys": n,
         "dedup_ids": n,
-        "ready_s": round(ready, 2),
-        "answers_all_s": round(answered, 2),
-        # Near ready_s: recovery is CPU-bound in the worker (not waiting on the broker).
-        "ready_cpu_s": ready_cpu,
+        **{k: v for k, v in bulk.items() if k != "profile"},
         "store": settings.store,
         "worker_rss_idle_mb": idle_mb,
         "worker_rss_mb": full_mb,
@@ -150,10 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         "changelog_disk_mb": round(disk / 2**20, 1),
         "changelog_disk_per_1m_journeys_mb": round(disk / 2**20 * 1_000_000 / n),
     }
-    if hotspots:
-        figures["profile"] = hotspots
+    if faust_reader:
+        figures["faust_reader"] = faust_reader
+        figures["answers_all_vs_faust_reader"] = round(
+            bulk["answers_all_s"] / faust_reader["answers_all_s"], 3
+        )
+    if bulk.get("profile"):
+        figures["profile"] = bulk["profile"]
     path = write_result(args.profile or "recovery", figures)
-    print(f"restarted worker: ready after {ready:.1f}s, answered all {n} after {answered:.1f}s")
+    for name, run in (("bulk reader", bulk), ("Faust's reader", faust_reader)):
+        if run:
+            print(
+                f"restarted worker ({name}): ready after {run['ready_s']:.1f}s, answered all "
+                f"{n} after {run['answers_all_s']:.1f}s, {run['recovered_rss_mb']:.0f} MB"
+            )
     print(
         f"state: {full_mb - idle_mb:.0f} MB of worker memory and {disk / 2**20:.0f} MB of "
         f"changelogs on disk for {n} journeys"

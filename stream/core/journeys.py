@@ -16,14 +16,14 @@ from stream.core.funnels import Funnel
 UNKNOWN = "unknown"
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class Item:
     ts: float
     event_id: str
     event: Any = field(compare=False)
 
 
-@dataclass
+@dataclass(slots=True)
 class Carry:
     """What a journey's dropped (settled) events still decide for the events kept
     (core/compaction.py): the chain of orders (when the journey began, its latest
@@ -38,7 +38,7 @@ class Carry:
     attr: dict[str, str] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Journey:
     items: list[Item] = field(default_factory=list)
     # What its events count now. None: not kept (restored, or a sequence journey

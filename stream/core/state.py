@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -66,7 +67,7 @@ def dump_journey(journey: Journey) -> dict[str, Any]:
     carry = journey.carry
     return {
         "newest": journey.newest,
-        "carry": None if carry is None else {**vars(carry), "seen": sorted(carry.seen)},
+        "carry": None if carry is None else {**_fields(carry), "seen": sorted(carry.seen)},
     }
 
 
@@ -79,6 +80,10 @@ def journey_records(partition: int, changes: Changes) -> dict[str, Any]:
     for (f, e), journey in changes.journeys.items():
         records[journey_key(p, f, e)] = None if journey is None else dump_journey(journey)
     return records
+
+
+def _fields(carry: Carry) -> dict[str, Any]:
+    return {f.name: getattr(carry, f.name) for f in fields(carry)}
 
 
 def load_journey(value: dict[str, Any], items: Iterable[tuple[float, str, str]] = ()) -> Journey:
@@ -99,10 +104,10 @@ def load_journeys_of(
     out = []
     for value, items in journeys:
         loaded = []
-        for ts, event_id, _ in items:
+        for ts, _, _ in items:
             event = next(decoded)
             event.ts = ts  # the key's time: the event's own, as written
-            loaded.append(Item(ts, event_id, event))
+            loaded.append(Item(ts, event.event_id, event))  # one copy of the id
         loaded.sort()
         carry = value.get("carry")
         out.append(

@@ -36,6 +36,7 @@ def step_files(path: Path, journeys: int, p99_at_5000: float) -> None:
     recovery = {
         "journeys": journeys,
         "ready_s": 20.0,
+        "answers_all_s": 35.0,
         "memory_per_1m_journeys_mb": 4000,
         "changelog_disk_per_1m_journeys_mb": 1100,
     }
@@ -54,13 +55,17 @@ def test_summary_puts_each_figure_beside_its_target(tmp_path: Path) -> None:
     assert "| one worker / raw consumer | 0.02 | 0.5: missed |" in text
     assert "| one worker / peer | 1.25 | 1.0: met |" in text
     assert "p99 <= 1 s: missed" in text
-    assert "| recovery of 1M journeys, s | (full run only) | 30 s: not measured |" in text
+    assert (
+        "| recovery of 1M journeys (answering all), s | (full run only) | 30 s: not measured |"
+        in (text)
+    )
 
 
 def test_a_full_run_is_not_called_scaled(tmp_path: Path) -> None:
     step_files(tmp_path, journeys=1_000_000, p99_at_5000=0.8)
     text = table(summarise(tmp_path))
-    assert "| recovery of 1M journeys, s | 20.0 | 30 s: met |" in text
+    # Answering all again, not just ready, counts against the target.
+    assert "| recovery of 1M journeys (answering all), s | 35.0 | 30 s: missed |" in text
     assert "p99 <= 1 s: met" in text
 
 
