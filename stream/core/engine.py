@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from stream.core.compaction import append_cut, carry_after, settled_cut
 from stream.core.funnels import Funnel
@@ -104,6 +104,17 @@ GROUP_MEMO_SIZE = 4096
 EntityItem = tuple[str, str, Item]  # (funnel, entity, event)
 
 
+class Stored(Protocol):
+    """A restored journey not decoded yet (core/state.py ``StoredJourney``)."""
+
+    @property
+    def newest(self) -> float: ...
+
+    def load(self) -> Journey: ...
+
+    def item_ids(self) -> list[tuple[float, str]]: ...
+
+
 @dataclass
 class Changes:
     """What changed since the caller last persisted (``Engine.take_changes``)."""
@@ -157,6 +168,9 @@ class Engine:
         self.buckets: dict[int, set[Key]] = {}
         self.keys_swept = float("-inf")  # retention last dropped interned keys behind this
         self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
+        # Restored journeys not decoded yet (``restore``): moved to ``journeys`` when
+        # first touched.
+        self.stored: dict[str, dict[str, Stored]] = {f.name: {} for f in self.funnels}
         # Per (funnel, dimension), the raw values kept so far (``_value``); stored with
         # the state, so a restored engine caps exactly as before and can recompute
         # a journey's contributions instead of storing them.
@@ -244,6 +258,8 @@ class Engine:
         journeys = self.journeys[funnel.name]
         journey = journeys.get(entity)
         if journey is None:
+            journey = self._unstored(funnel.name, entity)
+        if journey is None:
             lazy = funnel.mode == "sequence"
             journey = journeys[entity] = Journey(contributions=None if lazy else Counter())
         appends = not replace and (not journey.items or journey.items[-1].ts < ts)
@@ -277,6 +293,23 @@ class Engine:
                 del journey.items[i]
                 self.dropped.append((funnel, entity, held))
                 return
+
+    def _unstored(self, funnel: str, entity: str) -> Journey | None:
+        """A restored journey, decoded now that it is needed; None if none is stored."""
+        stored = self.stored[funnel].pop(entity, None)
+        if stored is None:
+            return None
+        journey = self.journeys[funnel][entity] = stored.load()
+        return journey
+
+    def unstore_all(self, funnel: str) -> None:
+        """Decode every restored journey of ``funnel`` (a reader that looks at all)."""
+        for entity in list(self.stored[funnel]):
+            self._unstored(funnel, entity)
+
+    def held(self, funnel: str) -> int:
+        """Journeys held for ``funnel``, restored ones not decoded yet included."""
+        return len(self.journeys[funnel]) + len(self.stored[funnel])
 
     def _compact(self, funnel: Funnel, entity: str, journey: Journey) -> None:
         """Drop the journey's settled events (at most once per bucket of watermark)."""
@@ -625,8 +658,19 @@ class Engine:
                 gone = journeys.pop(entity)
                 self.dropped.extend((funnel.name, entity, item) for item in gone.items)
                 self.dirty_journeys.add((funnel.name, entity))
-            dropped += len(old)
+            dropped += len(old) + self._expire_stored(funnel.name, horizon)
         return dropped
+
+    def _expire_stored(self, funnel: str, horizon: float) -> int:
+        """Drop restored journeys older than ``horizon`` without decoding them: their
+        events' records are deleted by ``(ts, event_id)``."""
+        stored = self.stored[funnel]
+        old = [e for e, j in stored.items() if j.newest < horizon]
+        for entity in old:
+            ids = stored.pop(entity).item_ids()
+            self.dropped.extend((funnel, entity, Item(ts, id_, None)) for ts, id_ in ids)
+            self.dirty_journeys.add((funnel, entity))
+        return len(old)
 
     def take_changes(self) -> Changes:
         """Journeys, their events and counter values changed since the last call."""
@@ -642,7 +686,7 @@ class Engine:
 
     def restore(
         self,
-        journeys: Iterable[tuple[str, str, Journey]],
+        journeys: Iterable[tuple[str, str, Journey | Stored]],
         counters: Iterable[tuple[Key, int]],
         watermark: float,
         values: dict[tuple[str, str], list[str]] | None = None,
@@ -654,10 +698,14 @@ class Engine:
         they did; state written before values were stored takes them from the counters.
         """
         for funnel, entity, journey in journeys:
-            if funnel in self.journeys:
-                if journey.contributions is not None:
-                    journey.contributions = self._shared(journey.contributions)
-                self.journeys[funnel][entity] = journey
+            if funnel not in self.journeys:
+                continue
+            if not isinstance(journey, Journey):
+                self.stored[funnel][entity] = journey  # decoded when first touched
+                continue
+            if journey.contributions is not None:
+                journey.contributions = self._shared(journey.contributions)
+            self.journeys[funnel][entity] = journey
         for key, n in counters:
             self.counters[key] = n
             self.buckets.setdefault(key[3], set()).add(key)
@@ -683,6 +731,7 @@ class Engine:
         last = len(funnel.steps) - 1
         cart = funnel.steps[cart_step]
         out = []
+        self.unstore_all(funnel.name)
         for entity, journey in self.journeys[funnel.name].items():
             attempts = sequence_attempts(funnel, journey.items)
             if not attempts:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
@@ -86,39 +86,24 @@ def _fields(carry: Carry) -> dict[str, Any]:
     return {f.name: getattr(carry, f.name) for f in fields(carry)}
 
 
-def load_journey(value: dict[str, Any], items: Iterable[tuple[float, str, str]] = ()) -> Journey:
-    """A journey from its record and its events' ``(ts, event_id, stored event)``."""
-    return load_journeys_of([(value, list(items))])[0]
-
-
-def load_journeys_of(
-    journeys: list[tuple[dict[str, Any], list[tuple[float, str, Any]]]],
-) -> list[Journey]:
-    """Journeys from their records and their events' ``(ts, event_id, stored
-    event)``, all events decoded in one call (``events.decode_stored``)."""
-    for i, (value, items) in enumerate(journeys):
-        if "items" in value:  # written by a version that kept the events in this record
-            journeys[i] = (value, [*items, *value["items"]])
-    raws = [raw for _, items in journeys for _, _, raw in items]
-    decoded = iter(decode_stored(raws))
-    out = []
-    for value, items in journeys:
-        loaded = []
-        for ts, _, _ in items:
-            event = next(decoded)
-            event.ts = ts  # the key's time: the event's own, as written
-            loaded.append(Item(ts, event.event_id, event))  # one copy of the id
-        loaded.sort()
-        carry = value.get("carry")
-        out.append(
-            Journey(
-                items=loaded,
-                contributions=None,
-                newest=value["newest"],
-                carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
-            )
-        )
-    return out
+def decode_journey(head: dict[str, Any], items: list[tuple[float, str, str]]) -> Journey:
+    """A journey from its record and its events' ``(ts, event_id, stored event)``,
+    the events decoded in one call (``events.decode_stored``)."""
+    if "items" in head:  # written by a version that kept the events in this record
+        items = [*items, *head["items"]]
+    events = decode_stored([raw for _, _, raw in items])
+    loaded = []
+    for (ts, _, _), event in zip(items, events, strict=True):
+        event.ts = ts  # the key's time: the event's own, as written
+        loaded.append(Item(ts, event.event_id, event))  # one copy of the id
+    loaded.sort()
+    carry = head.get("carry")
+    return Journey(
+        items=loaded,
+        contributions=None,
+        newest=head["newest"],
+        carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
+    )
 
 
 def next_offset_key(partition: int) -> str:
@@ -136,9 +121,32 @@ def values_key(partition: int, funnel: str, dim: str) -> str:
     return orjson.dumps([partition, "values", funnel, dim]).decode()
 
 
+@dataclass(slots=True)
+class StoredJourney:
+    """A restored journey as its records hold it, decoded when the engine first
+    needs it (``Engine.restore``): a restarted worker answers from its counters
+    at once, and most journeys are never touched again before they expire
+    (decoding a million of them took longer than reading the changelogs)."""
+
+    head: dict[str, Any]
+    items: list[tuple[float, str, str]]
+
+    @property
+    def newest(self) -> float:
+        return self.head["newest"]
+
+    def load(self) -> Journey:
+        return decode_journey(self.head, self.items)
+
+    def item_ids(self) -> list[tuple[float, str]]:
+        """``(ts, event_id)`` of its events: enough to delete their records."""
+        held = [*self.items, *self.head.get("items", ())]
+        return [(ts, event_id) for ts, event_id, _ in held]
+
+
 def load_journeys(
     records: Iterable[tuple[list[Any], Any]],
-) -> tuple[list[tuple[str, str, Journey]], int]:
+) -> tuple[list[tuple[str, str, StoredJourney]], int]:
     """Journeys from their records (parsed key, value) of one partition, and how many
     event records had no journey record (none expected: both are written together)."""
     heads: dict[tuple[str, str], dict] = {}
@@ -151,5 +159,7 @@ def load_journeys(
         else:
             events[(key[1], key[2])].append((key[3], key[4], value))
     orphans = sum(len(v) for k, v in events.items() if k not in heads)
-    loaded = load_journeys_of([(head, events.get(fe, [])) for fe, head in heads.items()])
-    return [(f, e, journey) for (f, e), journey in zip(heads, loaded, strict=True)], orphans
+    journeys = [
+        (f, e, StoredJourney(head, events.get((f, e), []))) for (f, e), head in heads.items()
+    ]
+    return journeys, orphans

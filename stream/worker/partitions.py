@@ -164,7 +164,7 @@ def funnel_state(ctx: Context) -> dict | None:
     engines = {p: engine_for(ctx, p) for p in owned_partitions(ctx)}
     journeys: Counter = Counter()
     for engine in engines.values():
-        journeys.update({name: len(held) for name, held in engine.journeys.items()})
+        journeys.update({name: engine.held(name) for name in engine.journeys})
     return {
         "funnels": ctx.funnels,
         "sums": lambda *args: owned_sums(ctx, *args),

@@ -87,6 +87,8 @@ def test_compacted_journeys_restore_and_count_like_whole_ones():
     after = restored(FUNNELS, table, counters, before.watermark, compact_at=2, **kw)
     run(after, rest, table, counters)
     assert after.counters == whole.counters
+    for name in after.journeys:
+        after.unstore_all(name)  # restored journeys no event touched since
     held = sum(len(j.items) for by in after.journeys.values() for j in by.values())
     held_whole = sum(len(j.items) for by in whole.journeys.values() for j in by.values())
     assert held < held_whole / 2
@@ -103,7 +105,9 @@ def test_stored_item_is_the_event_encoding():
     (key,) = [k for k in table if len(state.parse_key(k)) == 5]
     assert table[key] == encode(ev).decode()
     journeys, _ = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
-    ((_, _, loaded),) = [j for j in journeys if j[0] == "shop"]
+    ((_, _, stored),) = [j for j in journeys if j[0] == "shop"]
+    assert stored.item_ids() == [(ev.ts, "e1")]
+    loaded = stored.load()
     assert encode(loaded.items[0].event).decode() == table[key] and loaded.items[0].event == ev
 
 
@@ -163,3 +167,23 @@ def test_of_partition_picks_a_partitions_keys_by_their_text() -> None:
     ]
     assert [k for k, _, _ in got] == [items[0][0], items[2][0], items[4][0]]
     assert [v for _, _, v in state.of_partition(items, 10)] == [6]
+
+
+def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
+    """Restored journeys stay undecoded until an event touches them; the ones
+    that expire first are dropped (their records deleted) exactly as an engine
+    that never stopped drops its decoded ones."""
+    kw = {"bucket": 60, "lateness": 120.0}
+    stream = events(1200, seed=11, spacing=30.0)  # 10 h; windows of 10 and 30 minutes
+    first, rest = stream[:400], stream[400:]
+    through, t_table, t_counters = Engine(FUNNELS, **kw), {}, {}
+    run(through, stream, t_table, t_counters)
+    before, table, counters = Engine(FUNNELS, **kw), {}, {}
+    run(before, first, table, counters)
+    after = restored(FUNNELS, table, counters, before.watermark, **kw)
+    stored = sum(len(by) for by in after.stored.values())
+    assert stored and not any(after.journeys.values())
+    run(after, rest, table, counters)
+    assert not any(after.stored.values())  # every one touched or expired since
+    assert after.counters == through.counters
+    assert (table, counters) == (t_table, t_counters)
