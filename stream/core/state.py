@@ -41,17 +41,21 @@ def parse_key(text: str) -> list[Any]:
     return orjson.loads(text)
 
 
-def of_partition(
-    items: Iterable[tuple[str, Any]], partition: int
-) -> list[tuple[str, list[Any], Any]]:
-    """The ``(key, parsed key, value)`` of one partition's records among a table's.
+def by_partition(
+    items: Iterable[tuple[str, Any]], partitions: set[int]
+) -> dict[int, list[tuple[str, list[Any], Any]]]:
+    """The ``(key, parsed key, value)`` of each of ``partitions``' records among a
+    table's, in one pass.
 
-    Told apart by the key's text (``[p,...``, as ``orjson`` writes it) before
-    parsing: a restarted worker loads its partitions one by one from tables
-    holding them all, and parsing every key for each partition was a fifth of
-    its recovery."""
-    prefix = f"[{partition},"
-    return [(key, orjson.loads(key), value) for key, value in items if key.startswith(prefix)]
+    A key's partition is read from its text (``[p,...``, as ``orjson`` writes it)
+    before parsing: a restarted worker's tables hold every partition it owns,
+    and only the wanted ones are parsed."""
+    out: dict[int, list[tuple[str, list[Any], Any]]] = {p: [] for p in partitions}
+    for key, value in items:
+        held = out.get(int(key[1 : key.index(",")]))
+        if held is not None:
+            held.append((key, orjson.loads(key), value))
+    return out
 
 
 def dump_item(item: Item) -> str:
@@ -86,22 +90,21 @@ def _fields(carry: Carry) -> dict[str, Any]:
     return {f.name: getattr(carry, f.name) for f in fields(carry)}
 
 
-def decode_journey(head: dict[str, Any], items: list[tuple[float, str, str]]) -> Journey:
-    """A journey from its record and its events' ``(ts, event_id, stored event)``,
-    the events decoded in one call (``events.decode_stored``)."""
-    if "items" in head:  # written by a version that kept the events in this record
-        items = [*items, *head["items"]]
+def decode_journey(
+    newest: float, carry: dict[str, Any] | None, items: list[tuple[float, str, str]]
+) -> Journey:
+    """A journey from its record's fields and its events' ``(ts, event_id, stored
+    event)``, the events decoded in one call (``events.decode_stored``)."""
     events = decode_stored([raw for _, _, raw in items])
     loaded = []
     for (ts, _, _), event in zip(items, events, strict=True):
         event.ts = ts  # the key's time: the event's own, as written
         loaded.append(Item(ts, event.event_id, event))  # one copy of the id
     loaded.sort()
-    carry = head.get("carry")
     return Journey(
         items=loaded,
         contributions=None,
-        newest=head["newest"],
+        newest=newest,
         carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
     )
 
@@ -128,20 +131,23 @@ class StoredJourney:
     at once, and most journeys are never touched again before they expire
     (decoding a million of them took longer than reading the changelogs)."""
 
-    head: dict[str, Any]
-    items: list[tuple[float, str, str]]
-
-    @property
-    def newest(self) -> float:
-        return self.head["newest"]
+    newest: float
+    carry: dict[str, Any] | None
+    items: list[tuple[float, str, str]]  # (ts, event_id, stored event)
 
     def load(self) -> Journey:
-        return decode_journey(self.head, self.items)
+        return decode_journey(self.newest, self.carry, self.items)
 
     def item_ids(self) -> list[tuple[float, str]]:
         """``(ts, event_id)`` of its events: enough to delete their records."""
-        held = [*self.items, *self.head.get("items", ())]
-        return [(ts, event_id) for ts, event_id, _ in held]
+        return [(ts, event_id) for ts, event_id, _ in self.items]
+
+
+def stored_journey(head: dict[str, Any], items: list[tuple[float, str, str]]) -> StoredJourney:
+    """A journey's record and its events' records, as restored."""
+    if "items" in head:  # written by a version that kept the events in this record
+        items = [*items, *(tuple(item) for item in head["items"])]
+    return StoredJourney(head["newest"], head.get("carry"), items)
 
 
 def load_journeys(
@@ -160,6 +166,6 @@ def load_journeys(
             events[(key[1], key[2])].append((key[3], key[4], value))
     orphans = sum(len(v) for k, v in events.items() if k not in heads)
     journeys = [
-        (f, e, StoredJourney(head, events.get((f, e), []))) for (f, e), head in heads.items()
+        (f, e, stored_journey(head, events.get((f, e), []))) for (f, e), head in heads.items()
     ]
     return journeys, orphans

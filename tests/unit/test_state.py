@@ -150,7 +150,7 @@ steps = [
     assert any(k[5] == "other" for k in whole.counters)  # the cap was reached
 
 
-def test_of_partition_picks_a_partitions_keys_by_their_text() -> None:
+def test_by_partition_picks_partitions_keys_by_their_text() -> None:
     key = ("shop", "reached", 0, 60, "", "")
     items = [
         (state.counter_key(1, key), 5),
@@ -159,31 +159,22 @@ def test_of_partition_picks_a_partitions_keys_by_their_text() -> None:
         (state.journey_key(11, "shop", "v1"), {"newest": 2.0}),
         (state.values_key(1, "shop", "channel"), ["direct"]),
     ]
-    got = state.of_partition(items, 1)
-    assert [(parsed, value) for _, parsed, value in got] == [
+    got = state.by_partition(items, {1, 10, 3})
+    assert [(parsed, value) for _, parsed, value in got[1]] == [
         ([1, *key], 5),
         ([1, "shop", "v1"], {"newest": 1.0}),
         ([1, "values", "shop", "channel"], ["direct"]),
     ]
-    assert [k for k, _, _ in got] == [items[0][0], items[2][0], items[4][0]]
-    assert [v for _, _, v in state.of_partition(items, 10)] == [6]
+    assert [k for k, _, _ in got[1]] == [items[0][0], items[2][0], items[4][0]]
+    assert [v for _, _, v in got[10]] == [6]
+    assert got[3] == [] and 11 not in got
 
 
-def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
-    """Restored journeys stay undecoded until an event touches them; the ones
-    that expire first are dropped (their records deleted) exactly as an engine
-    that never stopped drops its decoded ones."""
-    kw = {"bucket": 60, "lateness": 120.0}
-    stream = events(1200, seed=11, spacing=30.0)  # 10 h; windows of 10 and 30 minutes
-    first, rest = stream[:400], stream[400:]
-    through, t_table, t_counters = Engine(FUNNELS, **kw), {}, {}
-    run(through, stream, t_table, t_counters)
-    before, table, counters = Engine(FUNNELS, **kw), {}, {}
-    run(before, first, table, counters)
-    after = restored(FUNNELS, table, counters, before.watermark, **kw)
-    stored = sum(len(by) for by in after.stored.values())
-    assert stored and not any(after.journeys.values())
-    run(after, rest, table, counters)
-    assert not any(after.stored.values())  # every one touched or expired since
-    assert after.counters == through.counters
-    assert (table, counters) == (t_table, t_counters)
+def test_a_journey_record_of_the_format_that_held_its_events_still_loads():
+    ev = to_event({"event_id": "e1", "type": "visit", "visitor_id": "v1", "channel": "email"}, T0)
+    head = {"newest": ev.ts, "carry": None, "items": [[ev.ts, "e1", encode(ev).decode()]]}
+    ((funnel, entity, stored),), orphans = state.load_journeys([([0, "shop", "v1"], head)])
+    assert (funnel, entity, orphans) == ("shop", "v1", 0)
+    assert stored.item_ids() == [(ev.ts, "e1")]
+    (item,) = stored.load().items
+    assert item.event == ev and item.event_id == "e1"
