@@ -178,3 +178,23 @@ def test_a_journey_record_of_the_format_that_held_its_events_still_loads():
     assert stored.item_ids() == [(ev.ts, "e1")]
     (item,) = stored.load().items
     assert item.event == ev and item.event_id == "e1"
+
+
+def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
+    """Restored journeys stay undecoded until an event touches them; the ones
+    that expire first are dropped (their records deleted) exactly as an engine
+    that never stopped drops its decoded ones."""
+    kw = {"bucket": 60, "lateness": 120.0}
+    stream = events(1200, seed=11, spacing=30.0)  # 10 h; windows of 10 and 30 minutes
+    first, rest = stream[:400], stream[400:]
+    through, t_table, t_counters = Engine(FUNNELS, **kw), {}, {}
+    run(through, stream, t_table, t_counters)
+    before, table, counters = Engine(FUNNELS, **kw), {}, {}
+    run(before, first, table, counters)
+    after = restored(FUNNELS, table, counters, before.watermark, **kw)
+    stored = sum(len(by) for by in after.stored.values())
+    assert stored and not any(after.journeys.values())
+    run(after, rest, table, counters)
+    assert not any(after.stored.values())  # every one touched or expired since
+    assert after.counters == through.counters
+    assert (table, counters) == (t_table, t_counters)
