@@ -361,3 +361,28 @@ def offsets_report(settings, group: str) -> str:
     except Exception as exc:  # noqa: BLE001 - a debug aid must not hide the real failure
         return f"(offsets report failed: {exc!r})"
     return "\n".join(f"{t}:{p} committed={c} lso={lso} end={end}" for t, p, c, lso, end in rows)
+
+
+Record = tuple[bytes | None, bytes | None]  # (key, value); a None value is a tombstone
+
+
+async def write_transactions(
+    options: dict[str, Any], topic: str, batches: list[tuple[list[Record], bool]]
+) -> None:
+    """Each batch of records to partition 0 in its own transaction, committed or
+    aborted: a log with records, aborted records and commit markers."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**options, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
+    await producer.start()
+    try:
+        for records, commit in batches:
+            await producer.begin_transaction()
+            for key, value in records:
+                await producer.send_and_wait(topic, value, key=key, partition=0)
+            if commit:
+                await producer.commit_transaction()
+            else:
+                await producer.abort_transaction()
+    finally:
+        await producer.stop()

@@ -8,13 +8,13 @@ import uuid
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.serializers import codecs
 from faust.types import TP
 
 from stream.faust_fixes.bulk_recovery import BulkRecovery
 from stream.kafka.client import client_options, create_topics
-from tests.support import settings_for, unique_env
+from tests.support import settings_for, unique_env, write_transactions
 
 pytestmark = pytest.mark.integration
 
@@ -27,21 +27,13 @@ LOG = [
 ]
 
 
-async def write_log(options: dict, topic: str) -> None:
-    producer = AIOKafkaProducer(**options, transactional_id=f"bulk-{uuid.uuid4().hex[:6]}")
-    await producer.start()
-    try:
-        for records, commit in LOG:
-            await producer.begin_transaction()
-            for key, value in records:
-                raw = None if value is None else codecs.dumps("json", value)
-                await producer.send_and_wait(topic, raw, key=codecs.dumps("json", key), partition=0)
-            if commit:
-                await producer.commit_transaction()
-            else:
-                await producer.abort_transaction()
-    finally:
-        await producer.stop()
+def encoded(log: list) -> list:
+    """The log's keys and values as Faust's JSON changelog records."""
+    json = codecs.dumps
+    return [
+        ([(json("json", k), None if v is None else json("json", v)) for k, v in records], commit)
+        for records, commit in log
+    ]
 
 
 async def last_stable(options: dict, topic: str) -> int:
@@ -80,7 +72,7 @@ def test_the_bulk_reader_applies_committed_records_to_the_end(stack, stack_env):
 
     async def setup() -> None:
         await create_topics(settings, [topic])
-        await write_log(options, topic)
+        await write_transactions(options, topic, encoded(LOG))
 
     asyncio.run(setup())
     data, offsets, left, highwater = recover(options, topic, None)

@@ -6,36 +6,20 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.kafka.client import client_options, create_topics
-from tests.support import settings_for, unique_env
+from tests.support import settings_for, unique_env, write_transactions
 
 pytestmark = pytest.mark.integration
 
 
-async def write_log(bootstrap: str, topic: str) -> None:
-    """Offsets 0-2 committed, then an aborted transaction, then 2 committed (with markers)."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"refetch-{uuid.uuid4().hex[:6]}"
-    )
-    await producer.start()
-    try:
-        for values, commit in (
-            ([b"a", b"b", b"c"], True),
-            ([b"x", b"y"], False),
-            ([b"d", b"e"], True),
-        ):
-            await producer.begin_transaction()
-            for value in values:
-                await producer.send_and_wait(topic, value, partition=0)
-            if commit:
-                await producer.commit_transaction()
-            else:
-                await producer.abort_transaction()
-    finally:
-        await producer.stop()
+# Offsets 0-2 committed, then an aborted transaction, then 2 committed (with markers).
+LOG = [
+    ([(None, b"a"), (None, b"b"), (None, b"c")], True),
+    ([(None, b"x"), (None, b"y")], False),
+    ([(None, b"d"), (None, b"e")], True),
+]
 
 
 def test_holes_read_back_hold_committed_records_only(stack, stack_env):
@@ -44,7 +28,7 @@ def test_holes_read_back_hold_committed_records_only(stack, stack_env):
 
     async def run() -> tuple[list, list, list, int]:
         await create_topics(settings, [topic])  # the broker does not auto-create them
-        await write_log(settings.kafka_bootstrap, topic)
+        await write_transactions(client_options(settings), topic, LOG)
         refetcher = Refetcher(client_options(settings))
         try:
             everything = await refetcher.read(topic, 0, 0, 20)
@@ -90,7 +74,7 @@ def test_a_partition_without_history_starts_where_the_group_committed(stack, sta
 
     async def run() -> list[int]:
         await create_topics(settings, [topic])
-        await write_log(settings.kafka_bootstrap, topic)  # 9 offsets on partition 0
+        await write_transactions(client_options(settings), topic, LOG)  # 9 offsets on partition 0
         await commit_offsets(settings, group, {TopicPartition(topic, 0): 7})
         refetcher = Refetcher(client_options(settings), group_id=group)
         try:
