@@ -43,19 +43,22 @@ def parse_key(text: str) -> list[Any]:
 
 def by_partition(
     items: Iterable[tuple[str, Any]], partitions: set[int]
-) -> dict[int, list[tuple[str, list[Any], Any]]]:
-    """The ``(key, parsed key, value)`` of each of ``partitions``' records among a
-    table's, in one pass.
+) -> dict[int, list[tuple[str, Any]]]:
+    """Each of ``partitions``' ``(key, value)`` records among a table's, in one pass.
 
     A key's partition is read from its text (``[p,...``, as ``orjson`` writes it)
-    before parsing: a restarted worker's tables hold every partition it owns,
-    and only the wanted ones are parsed."""
-    out: dict[int, list[tuple[str, list[Any], Any]]] = {p: [] for p in partitions}
+    without parsing the key: a restarted worker's tables hold every partition
+    it owns, and each partition's keys are parsed only when it is loaded."""
+    out: dict[int, list[tuple[str, Any]]] = {p: [] for p in partitions}
     for key, value in items:
         held = out.get(int(key[1 : key.index(",")]))
         if held is not None:
-            held.append((key, orjson.loads(key), value))
+            held.append((key, value))
     return out
+
+
+def parsed(records: list[tuple[str, Any]]) -> list[tuple[list[Any], Any]]:
+    return [(orjson.loads(key), value) for key, value in records]
 
 
 def dump_item(item: Item) -> str:

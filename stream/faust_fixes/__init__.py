@@ -19,6 +19,7 @@ from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
 from stream.faust_fixes.recovery_positions import fix_recovery_positions
 from stream.faust_fixes.recovery_seek import fix_recovery_seek
 from stream.faust_fixes.stop_commit import fix_stop_commit
+from stream.faust_fixes.thread_seek import fix_thread_seek
 
 
 def apply_all() -> None:
@@ -30,6 +31,7 @@ def apply_all() -> None:
     fix_acked_gaps()
     fix_fetch_gaps()
     fix_stop_commit()
+    fix_thread_seek()
     fix_commit_monitor()
     fix_parallel_commits()
     speed_up_faust()

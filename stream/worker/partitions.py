@@ -75,13 +75,13 @@ def load_engines(ctx: Context, partitions: set[int]) -> None:
     with heap.bulk_load():
         journeys = state.by_partition(list(ctx.tables.journeys.data.items()), partitions)
         counters = state.by_partition(list(ctx.tables.counters.data.items()), partitions)
-        for p in sorted(partitions):
-            ctx.engines[p] = build_engine(ctx, p, journeys[p], counters[p])
+        for p in sorted(partitions):  # one at a time: each one's parsed keys are let go
+            ctx.engines[p] = build_engine(ctx, p, journeys.pop(p), counters.pop(p))
 
 
 def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
-    """Partition ``p``'s engine from its journeys' and counters' records
-    (``(key, parsed key, value)``)."""
+    """Partition ``p``'s engine from its journeys' and counters' ``(key, value)``
+    records."""
     settings, tables = ctx.settings, ctx.tables
     engine = Engine(
         ctx.funnels,
@@ -89,7 +89,7 @@ def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
         lateness=settings.lateness,
         retention=settings.retention,
     )
-    restored, orphans = state.load_journeys((parsed, value) for _, parsed, value in own)
+    restored, orphans = state.load_journeys(state.parsed(own))
     if orphans:
         log.warning(
             "journey events without their journey", extra={"partition": p, "events": orphans}
@@ -97,8 +97,8 @@ def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
     if ctx.memory_store:
         # The engine holds the journeys now (a journey held twice was a third of
         # a worker's memory); every rebalance replays the changelogs anyway.
-        drop_keys(tables.journeys, (key for key, _, _ in own))
-    counts = [(tuple(parsed[1:]), value) for _, parsed, value in own_counters if value]
+        drop_keys(tables.journeys, (key for key, _ in own))
+    counts = [(tuple(key[1:]), value) for key, value in state.parsed(own_counters) if value]
     mark = tables.marks.data.get(str(p))
     values = {}
     for funnel in engine.funnels:

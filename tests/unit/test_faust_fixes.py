@@ -552,3 +552,30 @@ def test_patched_fetch_loop_records_no_gap_and_handled_holes_still_count() -> No
     assert not consumer._gap["tp"]
     add_handled_gap(consumer, "tp", 220, 632)  # a batch applied the hole
     assert sorted((i.begin, i.end) for i in consumer._gap["tp"]) == [(220, 633)]
+
+
+def test_upstream_seek_runs_aiokafkas_seek_in_the_calling_thread() -> None:
+    from stream.faust_fixes import thread_seek
+
+    source = inspect.getsource(thread_seek.upstream())
+    assert "self._thread.seek(partition, offset)" in source  # not through call_thread
+
+
+def test_patched_seek_runs_in_the_consumer_thread() -> None:
+    import threading
+
+    from stream.faust_fixes import thread_seek
+
+    seen = []
+
+    class Thread:
+        def seek(self, partition, offset):  # noqa: ANN001, ANN202
+            seen.append((partition, offset, threading.current_thread().name))
+
+        async def call_thread(self, fun, *args):  # noqa: ANN001, ANN202
+            done = threading.Thread(target=fun, args=args, name="consumer-thread")
+            done.start()
+            done.join()
+
+    asyncio.run(thread_seek._seek(SimpleNamespace(_thread=Thread()), TP, 57))
+    assert seen == [(TP, 57, "consumer-thread")]
