@@ -99,6 +99,10 @@ class BulkRecovery:
             **self.client_options,
             isolation_level="read_committed",
             enable_auto_commit=False,
+            # A start below the log's (compacted away meanwhile) reads from its
+            # first record, as Faust's reader does; aiokafka's default would
+            # skip to the end and lose the state.
+            auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES,
             fetch_max_bytes=FETCH_BYTES,
         )
