@@ -283,11 +283,7 @@ def decode_stored(raws: list[str]) -> list[AnyEvent]:
     try:
         return _list_decoder.decode(("[" + ",".join(raws) + "]").encode())
     except (msgspec.DecodeError, UnicodeEncodeError):
-        out = []
-        for raw in raws:
-            event = decode(raw.encode(), now=float("inf"))
-            out.append(event)
-        return out
+        return [decode(raw.encode(), now=float("inf")) for raw in raws]
 
 
 def encode(event: Event) -> bytes:

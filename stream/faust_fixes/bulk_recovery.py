@@ -14,9 +14,10 @@ partitions (the hook is in recovery_seek.py), after the highwaters and start
 offsets are built and before Faust's own reader would start: it reads each
 active changelog partition from its start offset to its highwater
 (read_committed, the same bound Faust uses), decodes the records once with
-orjson and hands them to the table's own ``apply_changelog_batch`` (so the
-store keeps Faust's semantics: tombstones, keys' partitions), then moves
-``active_offsets`` to what it applied, with no yield between the two. Faust's
+orjson and writes them to the memory store as its ``apply_changelog_batch``
+would (``store_batch``: tombstones, keys' partitions; a property test holds
+the two equal), then moves ``active_offsets`` to what it applied, with no
+yield between the two. Faust's
 ``need_recovery`` then finds nothing left, and recovery completes as for an
 up-to-date table. Whatever is left when ``FUNNEL_RECOVERY_BULK_S`` runs out
 (kept under Faust's 90 s step timeout, past which its recovery service stops)
