@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -57,3 +58,10 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **figures}, indent=2) + "\n")
     return path
+
+
+def counters_digest(counters: dict) -> str:
+    """One hash of the non-zero counters of an engine (or of engines summed): the
+    check that a peer doing our job (bench/quix_engine_peer.py) got our numbers."""
+    lines = sorted(f"{tuple(key)!r}={n}" for key, n in counters.items() if n)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()

@@ -17,14 +17,12 @@ import sys
 import time
 from datetime import datetime
 
+from quix_tally import Tally  # bench/, this script's folder
 from quixstreams import Application
 
-first: list[float] = []
 
-
-def step_of(value: dict) -> str:
-    if not first:
-        first.append(time.monotonic())
+def step_of(value: dict, tally: Tally) -> str:
+    tally.started()
     kind = value.get("type")
     if kind == "cart":
         return f"cart:{value.get('action')}"
@@ -42,15 +40,7 @@ def event_time(value: dict, headers: object, timestamp: int, timestamp_type: obj
 
 def main() -> int:
     bootstrap, group, total, *topics = sys.argv[1:]
-    counted = [0]
-
-    def processed(topic: str, partition: int, offset: int) -> None:
-        # The second stage (after the repartition by step) has counted the event.
-        if topic.startswith("repartition__"):
-            counted[0] += 1
-            if counted[0] >= int(total):
-                app.stop()
-
+    tally = Tally(int(total))  # the second stage (after the repartition by step) counts
     app = Application(
         broker_address=bootstrap,
         consumer_group=group,
@@ -59,7 +49,7 @@ def main() -> int:
         commit_interval=1.0,
         loglevel="WARNING",
         state_dir=f"/tmp/quix-state-{group}",
-        on_message_processed=processed,
+        on_message_processed=tally.processed,
     )
     frames = [
         app.dataframe(app.topic(t, value_deserializer="json", timestamp_extractor=event_time))
@@ -68,23 +58,13 @@ def main() -> int:
     sdf = frames[0]
     for frame in frames[1:]:
         sdf = sdf.concat(frame)
-    sdf = sdf.group_by(step_of, name="step")
+    sdf = sdf.group_by(lambda value: step_of(value, tally), name="step")
     # Grace = our allowed lateness (10 min): without it Quix drops out-of-order events.
     sdf = sdf.tumbling_window(60_000, grace_ms=600_000).count().current()
+    tally.app = app
     started = time.monotonic()
     app.run()
-    done = time.monotonic()
-    took = done - (first[0] if first else started)
-    print(
-        json.dumps(
-            {
-                "events": int(total),
-                "startup_s": round((first[0] if first else done) - started, 2),
-                "seconds": round(took, 2),
-                "events_per_s": round(int(total) / took),
-            }
-        )
-    )
+    print(json.dumps(tally.figures(started, time.monotonic())))
     return 0
 
 

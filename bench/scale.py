@@ -36,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import RESULTS, attribution, write_result
+from bench.common import RESULTS, attribution, counters_digest, write_result
 from bench.finish import FinishWatch
 from bench.profile import Profiler
 from stream.config import Settings
@@ -152,7 +152,7 @@ def replay_rate(settings: Settings, docs: list[dict]) -> dict:
         path = Path(tmp) / "bench.jsonl"
         path.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs))
         began = time.monotonic()
-        _, counts = run_engine(
+        engine, counts = run_engine(
             path,
             load_funnels(settings.funnels or None),
             settings.bucket,
@@ -165,6 +165,7 @@ def replay_rate(settings: Settings, docs: list[dict]) -> dict:
         "events": counts["valid"],
         "seconds": round(took, 2),
         "events_per_s": round(len(docs) / took),
+        "counters_sha256": counters_digest(engine.counters),
     }
 
 
@@ -253,28 +254,52 @@ def commit_figures(worker: WorkerProcess) -> dict:
 
 QUIX_VENV = REPO / "bench" / ".quix-venv"
 QUIX_VERSION = "3.28.1"
+# The same-job peer imports our stream.core, which needs these.
+QUIX_PACKAGES = [f"quixstreams=={QUIX_VERSION}", "msgspec", "orjson"]
 
 
-def run_quix_peer(settings: Settings, total: int, tag: str) -> dict:
-    """The Quix Streams peer (bench/quix_peer.py) on the same topics, in its own venv."""
+def quix_python() -> Path:
+    """bench/.quix-venv's python, the venv made (or completed) from PyPI first."""
     python = QUIX_VENV / "bin" / "python"
     if not python.exists():
-        print(f"creating {QUIX_VENV} (quixstreams=={QUIX_VERSION} from PyPI)", file=sys.stderr)
+        print(f"creating {QUIX_VENV} ({', '.join(QUIX_PACKAGES)} from PyPI)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}"]
-        subprocess.run(pip, check=True)
-    topics = [t for kind, t in settings.topics.items() if kind != "spend"]  # spend: empty here
-    print("quix streams peer: running", file=sys.stderr, flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *QUIX_PACKAGES], check=True)
+    return python
+
+
+def run_quix(script: str, args: list[str], what: str) -> dict:
+    """One Quix Streams peer (a script in bench/) in its own venv; its JSON line."""
+    print(f"{what}: running", file=sys.stderr, flush=True)
     run = subprocess.run(
-        [str(python), str(REPO / "bench" / "quix_peer.py"), settings.kafka_bootstrap]
-        + [f"bench-quix-{tag}", str(total), *topics],
+        [str(quix_python()), str(REPO / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=3600,
     )
     if run.returncode != 0:
-        raise RuntimeError(f"quix peer failed:\n{run.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{run.stderr[-3000:]}")
     return {"version": QUIX_VERSION, **json.loads(run.stdout.strip().splitlines()[-1])}
+
+
+def quix_peers(settings: Settings, total: int, tag: str) -> dict[str, dict]:
+    """Both Quix Streams peers on the same topics: the same job (our engine,
+    bench/quix_engine_peer.py) and per-step counting only (bench/quix_peer.py)."""
+    inputs = {kind: t for kind, t in settings.topics.items() if kind != "spend"}  # spend: empty
+    same_job = run_quix(
+        "quix_engine_peer.py",
+        [settings.kafka_bootstrap, f"bench-quix-job-{tag}", str(total)]
+        + [f"{kind}={topic}" for kind, topic in inputs.items()]
+        + ["--bucket", str(settings.bucket), "--lateness", str(settings.lateness)]
+        + ["--horizon", str(settings.dedup_horizon)],
+        "quix streams same-job peer",
+    )
+    count_only = run_quix(
+        "quix_peer.py",
+        [settings.kafka_bootstrap, f"bench-quix-{tag}", str(total), *inputs.values()],
+        "quix streams count-only peer",
+    )
+    return {"quix_same_job_peer": same_job, "quix_count_only_peer": count_only}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--workers", default="1,2,3", help="worker counts, comma separated")
     parser.add_argument(
-        "--peer", action="store_true", help="also run the Quix Streams peer (bench/quix_peer.py)"
+        "--peer",
+        action="store_true",
+        help="also run the Quix Streams peers (bench/quix_engine_peer.py, bench/quix_peer.py)",
     )
     parser.add_argument(
         "--profile",
@@ -315,14 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         run_workers(env, n, len(docs), tag, profile if i == 0 else None)
         for i, n in enumerate(counts)
     ]
-    peer = run_quix_peer(settings, len(docs), tag) if args.peer else None
+    peers = quix_peers(settings, len(docs), tag) if args.peer else {}
     for run in runs:
         run["ratio_vs_raw"] = round(run["events_per_s"] / raw["events_per_s"], 3)
         run["ratio_vs_replay"] = round(run["events_per_s"] / replay["events_per_s"], 3)
         one = runs[0]["events_per_s"]
         run["speedup_vs_first"] = round(run["events_per_s"] / one, 2)
-        if peer:
-            run["ratio_vs_quix_peer"] = round(run["events_per_s"] / peer["events_per_s"], 2)
+        for name, peer in peers.items():
+            run[f"ratio_vs_{name}"] = round(run["events_per_s"] / peer["events_per_s"], 2)
     entities = {d.get("visitor_id") or d.get("deal_id") or d.get("call_id") for d in docs}
     figures = {
         "events": len(docs),
@@ -333,10 +360,13 @@ def main(argv: list[str] | None = None) -> int:
         "replay": replay,
         "workers": runs,
     }
-    if peer:
+    for peer in peers.values():
         peer["ratio_vs_raw"] = round(peer["events_per_s"] / raw["events_per_s"], 4)
-        figures["quix_streams_peer"] = peer
-    name = args.name or args.profile or ("scale-with-peer" if peer else "scale")
+    if peers:  # same job: the peer's counters equal replay's
+        job = peers["quix_same_job_peer"]
+        job["same_counters_as_replay"] = job["counters_sha256"] == replay["counters_sha256"]
+    figures.update(peers)
+    name = args.name or args.profile or ("scale-with-peer" if peers else "scale")
     path = write_result(name, figures)
     print(f"\nraw consumer (read + decode): {raw['events_per_s']:>8} events/s")
     rate, ratio = replay["events_per_s"], replay["ratio_vs_raw"]
@@ -348,12 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             f"x{run['speedup_vs_first']} of one worker  "
             f"start-up {run['startup_s']}s  rss {run['rss_mb']} MB"
         )
-    if peer:
+    for name, peer in peers.items():
         print(
-            f"quix streams peer: {peer['events_per_s']:>8} events/s  "
-            f"x{peer['ratio_vs_raw']} of raw "
-            f"(one worker x{runs[0]['ratio_vs_quix_peer']} of the peer)"
+            f"{name}: {peer['events_per_s']:>8} events/s  x{peer['ratio_vs_raw']} of raw "
+            f"(one worker x{runs[0][f'ratio_vs_{name}']} of the peer)"
         )
+    if peers:
+        print(f"same-job peer's counters equal replay's: {job['same_counters_as_replay']}")
     print(f"results: {path}")
     return 0
 

@@ -21,11 +21,19 @@ def step_files(path: Path, journeys: int, p99_at_5000: float) -> None:
         {
             "events": 1000,
             "raw_consumer": {"events_per_s": 100_000},
+            "replay": {"events_per_s": 25_000, "ratio_vs_raw": 0.25},
             "workers": [
-                {"events_per_s": 2000, "ratio_vs_raw": 0.02, "ratio_vs_quix_peer": 1.25},
+                {
+                    "events_per_s": 2000,
+                    "ratio_vs_raw": 0.02,
+                    "ratio_vs_replay": 0.08,
+                    "ratio_vs_quix_same_job_peer": 1.25,
+                    "ratio_vs_quix_count_only_peer": 0.5,
+                },
                 {"events_per_s": 3000, "ratio_vs_raw": 0.03, "speedup_vs_first": 1.5},
             ],
-            "quix_streams_peer": {"events_per_s": 1600},
+            "quix_same_job_peer": {"events_per_s": 1600, "same_counters_as_replay": True},
+            "quix_count_only_peer": {"events_per_s": 4000},
         },
     )
     runs = [
@@ -47,13 +55,17 @@ def test_summary_puts_each_figure_beside_its_target(tmp_path: Path) -> None:
     step_files(tmp_path, journeys=100_000, p99_at_5000=3.5)
     s = summarise(tmp_path)
     assert s["worker_vs_raw"] == 0.02
-    assert s["worker_vs_peer"] == 1.25
+    assert s["worker_vs_same_job_peer"] == 1.25
     assert s["two_workers_speedup"] == 1.5
     assert s["p99_at_5000_s"] == 3.5
     assert s["recovery_1m_journeys_s"] is None  # not scaled from 100k: a fixed part
     text = table(s)
-    assert "| one worker / raw consumer | 0.02 | 0.5: missed |" in text
-    assert "| one worker / peer | 1.25 | 1.0: met |" in text
+    assert "| replay / raw consumer | 0.25 | 0.2: met |" in text
+    assert "| one worker / replay | 0.08 | 0.5: missed |" in text
+    assert "| one worker / same-job peer | 1.25 | 1.0: met |" in text
+    assert "counters equal replay's: yes" in text
+    assert "| two workers / one | 1.5 | 1.6: missed |" in text
+    assert "| worker memory per 1M journeys, MB | 4,000 | 600: missed |" in text
     assert "p99 <= 1 s: missed" in text
     assert (
         "| recovery of 1M journeys (answering all), s | (full run only) | 30 s: not measured |"
