@@ -13,6 +13,7 @@ from stream.faust_fixes.acked_gaps import fix_acked_gaps
 from stream.faust_fixes.commit_monitor import fix_commit_monitor
 from stream.faust_fixes.fast_paths import speed_up_faust
 from stream.faust_fixes.fetch_gaps import fix_fetch_gaps
+from stream.faust_fixes.known_empty import fix_known_empty
 from stream.faust_fixes.parallel_commits import fix_parallel_commits
 from stream.faust_fixes.read_offset_race import fix_read_offset_race
 from stream.faust_fixes.recovery_highwaters import fix_recovery_highwaters
@@ -30,6 +31,7 @@ def apply_all() -> None:
     fix_read_offset_race()
     fix_acked_gaps()
     fix_fetch_gaps()
+    fix_known_empty()
     fix_stop_commit()
     fix_thread_seek()
     fix_commit_monitor()

@@ -19,6 +19,7 @@ from faust.types import TP
 
 from stream.faust_fixes import missing_offsets
 from stream.faust_fixes.fetch_gaps import add_handled_gap
+from stream.faust_fixes.known_empty import EMPTY
 from stream.faust_fixes.missing_offsets import Refetcher
 from stream.worker.metrics import REDELIVERED, REFETCHED
 
@@ -74,7 +75,11 @@ async def continuous(
 
 
 async def read_hole(refetcher: Refetcher, tp: TP, first: int, last: int) -> list:
-    records = await refetcher.read(tp.topic, tp.partition, first, last)
+    """The records of a hole, read back from the broker but for the offsets the
+    fetcher saw hold none (transaction markers, aborted records: known_empty.py)."""
+    records = []
+    for a, b in EMPTY.unknown(tp.topic, tp.partition, first, last):
+        records += await refetcher.read(tp.topic, tp.partition, a, b)
     if records:
         REFETCHED.labels(topic=tp.topic).inc(len(records))
         log.warning(

@@ -83,3 +83,39 @@ def test_a_partition_without_history_starts_where_the_group_committed(stack, sta
             await refetcher.close()
 
     assert asyncio.run(run()) == [7, 0, 0, 7, 0]
+
+
+def test_the_fetcher_notes_markers_and_aborted_records_as_empty(stack, stack_env):
+    """What known_empty.py tells missing_offsets: the offsets a read_committed
+    fetch stepped over, never one that holds a record."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from stream.faust_fixes import apply_all
+    from stream.faust_fixes.known_empty import EMPTY
+
+    apply_all()
+    settings = settings_for(unique_env(stack_env))
+    topic = f"known-empty-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> list:
+        await create_topics(settings, [topic])
+        await write_transactions(client_options(settings), topic, LOG)
+        consumer = AIOKafkaConsumer(
+            **client_options(settings), isolation_level="read_committed", group_id=None
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            consumer.seek(tp, 0)
+            records = []
+            while await consumer.position(tp) < (await consumer.end_offsets([tp]))[tp]:
+                records += (await consumer.getmany(tp, timeout_ms=1000)).get(tp, [])
+        finally:
+            await consumer.stop()
+        return records
+
+    records = asyncio.run(run())
+    assert [r.offset for r in records] == [0, 1, 2, 7, 8]
+    # Log: a b c [marker 3] x y [abort marker 6] d e [marker 9]: only records left.
+    assert EMPTY.unknown(topic, 0, 0, 9) == [(0, 2), (7, 8)]
