@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 def minute_bucket(ts: float) -> str:
     """Event-time minute (UTC, ISO) of epoch seconds."""
-    return datetime.fromtimestamp(int(ts) // 60 * 60, tz=UTC).isoformat()
+    return _minute_text(int(ts) // 60)
+
+
+@lru_cache(maxsize=4096)
+def _minute_text(minute: int) -> str:
+    """Formatted once per minute, not per event (1.5 % of a worker's samples)."""
+    return datetime.fromtimestamp(minute * 60, tz=UTC).isoformat()
 
 
 def minute_key(partition: int, kind: str, ts: float) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime
+from sys import intern
 from typing import Annotated, ClassVar, Literal, get_args, get_origin, get_type_hints
 
 import msgspec
@@ -43,6 +44,19 @@ REASONS = (
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# The envelope's attribution labels: few distinct values, one copy each (``intern``).
+LABELS = (
+    "channel",
+    "source",
+    "medium",
+    "campaign",
+    "keyword",
+    "region",
+    "device",
+    "gender",
+    "age_band",
+    "manager",
+)
 Text = Annotated[str, msgspec.Meta(max_length=2048)]
 Amount = Annotated[float, msgspec.Meta(ge=0)]
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$")]
@@ -85,6 +99,13 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
     def __post_init__(self) -> None:
         if self.schema_version is None:
             self.schema_version = 1
+        # One string object per distinct label, not one per event: a held event
+        # kept ~220 bytes of its own copies ("search", "winter", ...; issue #22,
+        # memory per journey). Interned strings are freed when unused.
+        for name in LABELS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, intern(value))
 
 
 class Visit(Event, tag="visit", gc=False):
