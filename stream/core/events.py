@@ -44,8 +44,9 @@ REASONS = (
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Label = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-# The envelope's attribution labels: few distinct values, one copy each (``intern``).
-LABELS = (
+# The envelope's attribution labels (the breakdown dimensions): few distinct values,
+# one copy each (``intern``).
+ATTRIBUTION = (
     "channel",
     "source",
     "medium",
@@ -102,7 +103,7 @@ class Event(msgspec.Struct, kw_only=True, tag_field="type", gc=False):
         # One string object per distinct label, not one per event: a held event
         # kept ~220 bytes of its own copies ("search", "winter", ...; issue #22,
         # memory per journey). Interned strings are freed when unused.
-        for name in LABELS:
+        for name in ATTRIBUTION:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, intern(value))

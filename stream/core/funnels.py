@@ -13,24 +13,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from stream.core.events import EVENT_TYPES
+from stream.core.events import ATTRIBUTION, EVENT_TYPES
 
 DEFAULT_FUNNELS = "funnels.toml"
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 EVENT_FIELDS = {"type"} | {f for t in EVENT_TYPES.values() for f in t.__struct_fields__} - {"ts"}
-ATTRIBUTION = (
-    "channel",
-    "source",
-    "medium",
-    "campaign",
-    "keyword",
-    "region",
-    "device",
-    "gender",
-    "age_band",
-    "manager",
-)
 
 
 class FunnelConfigError(ValueError):
