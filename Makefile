@@ -65,7 +65,7 @@ stack-status: install
 	$(FUNNEL) stack status
 
 ## benchmarks (results in bench/results/*.json; the dev stack is started if needed)
-## make bench: throughput (1M events: raw consumer, 1 and 2 workers, Quix Streams peer),
+## make bench: throughput (1M events: raw consumer, replay, 1 and 2 workers, Quix Streams peers),
 ## latency at 1k and 5k events/s, state cost and recovery of 1M journeys; summary table
 bench: install
 	$(PY) -m bench
@@ -91,7 +91,8 @@ BENCH_EVENTS ?= 200000
 bench-scale: install
 	$(PY) -m bench.scale --events $(BENCH_EVENTS)
 
-## make bench-peer: one and two workers vs the Quix Streams peer and the raw consumer, same run
+## make bench-peer: one and two workers vs the Quix Streams peers (the same job with our engine,
+## and counting only), replay and the raw consumer, same run
 bench-peer: install
 	$(PY) -m bench.scale --events $(BENCH_EVENTS) --workers 1,2 --peer
 
