@@ -94,3 +94,14 @@ def test_profile_digest_counts_self_and_total_share() -> None:
     assert ["faust/app.py:run", 100.0] in d["total_pct"]
     assert ["stream/core/state.py:dump", 30.0] in d["total_pct"]
     assert frame_name("f (/a/site-packages/aiokafka/conn.py)") == "aiokafka/conn.py:f"
+
+
+def test_step_files_of_an_older_bench_leave_new_figures_unmeasured(tmp_path: Path) -> None:
+    step_files(tmp_path, journeys=100_000, p99_at_5000=0.8)
+    old = json.loads((tmp_path / "scale-with-peer.json").read_text())
+    for key in ("replay", "quix_same_job_peer", "quix_count_only_peer"):
+        del old[key]
+    (tmp_path / "scale-with-peer.json").write_text(json.dumps(old))
+    text = table(summarise(tmp_path))
+    assert "| funnel replay (the engine), events/s | not measured |  |" in text
+    assert "counters equal replay's: not checked" in text
