@@ -268,11 +268,11 @@ def quix_python() -> Path:
     return python
 
 
-def run_quix(script: str, args: list[str], what: str) -> dict:
-    """One Quix Streams peer (a script in bench/) in its own venv; its JSON line."""
+def run_quix(python: Path, script: str, args: list[str], what: str) -> dict:
+    """One Quix Streams peer (a script in bench/) with the venv's ``python``; its JSON line."""
     print(f"{what}: running", file=sys.stderr, flush=True)
     run = subprocess.run(
-        [str(quix_python()), str(REPO / "bench" / script), *args],
+        [str(python), str(REPO / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=3600,
@@ -286,7 +286,9 @@ def quix_peers(settings: Settings, total: int, tag: str) -> dict[str, dict]:
     """Both Quix Streams peers on the same topics: the same job (our engine,
     bench/quix_engine_peer.py) and per-step counting only (bench/quix_peer.py)."""
     inputs = {kind: t for kind, t in settings.topics.items() if kind != "spend"}  # spend: empty
+    python = quix_python()  # the venv checked (pip) once for both
     same_job = run_quix(
+        python,
         "quix_engine_peer.py",
         [settings.kafka_bootstrap, f"bench-quix-job-{tag}", str(total)]
         + [f"{kind}={topic}" for kind, topic in inputs.items()]
@@ -295,6 +297,7 @@ def quix_peers(settings: Settings, total: int, tag: str) -> dict[str, dict]:
         "quix streams same-job peer",
     )
     count_only = run_quix(
+        python,
         "quix_peer.py",
         [settings.kafka_bootstrap, f"bench-quix-{tag}", str(total), *inputs.values()],
         "quix streams count-only peer",
