@@ -72,6 +72,30 @@ return false
 """
 
 
+# The touch of the lease a number had at a time (one round trip instead of two).
+# KEYS: the number's leases key. ARGV: the time, the prefix of its lease hashes.
+TOUCH_AT = """
+local starts = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'LIMIT', 0, 1)
+if #starts == 0 then return false end
+local lease = redis.call('HMGET', ARGV[2] .. starts[1], 'record', 'until')
+if not lease[1] or not lease[2] or tonumber(ARGV[1]) > tonumber(lease[2]) then return false end
+return lease[1]
+"""
+
+# A call's touch remembered and the deals waiting for it taken, atomically (see
+# ``TrackingStore.call_came``). KEYS: call key, waiting key.
+# ARGV: the touch JSON, keep seconds, seconds the waiting list is kept after.
+# (EXPIRE ... LT needs Redis 7; the TTL check works on 6.)
+CALL_CAME = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+local waiting = redis.call('LRANGE', KEYS[2], 0, -1)
+if redis.call('TTL', KEYS[2]) > tonumber(ARGV[3]) then
+  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+end
+return waiting
+"""
+
+
 class TrackingStore:
     def __init__(
         self, url: str, tracking: Tracking, prefix: str = "funnel:", keep: float = 35 * 86400
@@ -82,6 +106,8 @@ class TrackingStore:
         self.keep = int(keep)
         self._lease = self.redis.register_script(LEASE)
         self._call_or_wait = self.redis.register_script(CALL_OR_WAIT)
+        self._touch_at = self.redis.register_script(TOUCH_AT)
+        self._call_came = self.redis.register_script(CALL_CAME)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -123,32 +149,23 @@ class TrackingStore:
         """What a call to ``number`` at time ``at`` is attributed to, or None."""
         if number in self.tracking.static:
             return dict(self.tracking.static[number])
-        starts = await self.redis.zrevrangebyscore(
-            f"{self.prefix}leases:{number}", at, "-inf", start=0, num=1
+        got = await self._touch_at(
+            keys=[f"{self.prefix}leases:{number}"], args=[repr(at), f"{self.prefix}lease:{number}:"]
         )
-        if not starts:
-            return None
-        lease = await self.redis.hgetall(f"{self.prefix}lease:{number}:{starts[0].decode()}")
-        if not lease or at > float(lease[b"until"]):
-            return None
-        return orjson.loads(lease[b"record"])
+        return None if not got else orjson.loads(got)
 
     async def call_came(self, call_id: str, touch: dict[str, Any]) -> list[bytes]:
         """Remember the call's touch and return the deal events waiting for it, in
-        one Redis transaction: a deal of this call handled at the same moment (its
+        one Redis script: a deal of this call handled at the same moment (its
         own transaction, ``touch_of_call_or_wait``) either sees the touch or is in
         the list, never neither. The waiting events are kept a few minutes more,
         so a batch read again after a crash sends their corrections again (a
         correction is idempotent)."""
-        waiting_key = f"{self.prefix}waiting:{call_id}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self.prefix}call:{call_id}", orjson.dumps(touch), ex=self.keep)
-            pipe.lrange(waiting_key, 0, -1)
-            pipe.ttl(waiting_key)
-            _, waiting, ttl = await pipe.execute()
-        if ttl > WAITING_AFTER_CALL_S:  # (EXPIRE ... LT needs Redis 7; this works on 6)
-            await self.redis.expire(waiting_key, WAITING_AFTER_CALL_S)
-        return list(waiting)
+        got = await self._call_came(
+            keys=[f"{self.prefix}call:{call_id}", f"{self.prefix}waiting:{call_id}"],
+            args=[orjson.dumps(touch), self.keep, WAITING_AFTER_CALL_S],
+        )
+        return list(got)
 
     async def touch_of_call_or_wait(self, call_id: str, raw: bytes) -> dict[str, Any] | None:
         """The touch of a deal's call; if the call has not come yet, the deal event
