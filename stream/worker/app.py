@@ -22,7 +22,7 @@ import sys
 
 import faust
 
-from stream import faust_fixes, logs
+from stream import faust_fixes, heap, logs
 from stream.api import routes
 from stream.config import Settings
 from stream.core.funnels import load_funnels
@@ -206,6 +206,7 @@ def run_worker(settings: Settings, web_port: int | None = None) -> int:
         )
         return 1
     app = create_app(settings, web_port)
+    heap.freeze_when_slow(settings.gc_freeze_ms / 1000)
     # Every topic the group reads must exist before its first assignment: Faust's
     # assignor skips a missing topic, so workers starting together on a new app id
     # were assigned none of funnel.events or of a changelog (no answers, tables
