@@ -208,6 +208,7 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
     app, tables = ctx.app, ctx.tables
     for p, ids in applied.first_seen.items():
         await write_state(app, tables.seen, applied.tps[p], ids)
+        ctx.seen_index.add(p, ids)
     for p, counts in applied.minutes.items():
         data = tables.events_per_minute.data
         updates = {k: data.get(k, 0) + n for k, n in counts.items()}
@@ -252,7 +253,7 @@ async def purge_seen(ctx: Context, horizon: float) -> None:
     # The engine's watermark is the partition's watermark over its sources
     # (restored from the watermarks table after a rebalance); -inf expires nothing.
     marks = {p: engine_for(ctx, p).watermark for p in owned_partitions(ctx)}
-    old = dedup.expired(list(ctx.tables.seen.data.items()), marks, horizon)
+    old = ctx.seen_index.due(ctx.tables.seen.data, marks, horizon)
     for p, keys in old.items():
         tp = TP(ctx.settings.events_topic, p)
         await write_state(ctx.app, ctx.tables.seen, tp, dict.fromkeys(keys))

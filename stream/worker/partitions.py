@@ -234,6 +234,7 @@ async def on_revoked(ctx: Context) -> None:
             log.warning("commit on revoke failed", exc_info=True)
     had_engines = bool(ctx.engines)
     ctx.engines.clear()
+    ctx.seen_index.forget()
     ctx.marks.clear()
     ctx.source_next.clear()
     ctx.sent_marks.clear()
@@ -248,6 +249,7 @@ def on_assigned(ctx: Context) -> None:
     ctx.last_batch.clear()
     ctx.tails.forget()
     ctx.engines.clear()  # rebuilt from the recovered tables on first use
+    ctx.seen_index.forget()  # rebuilt from the recovered de-dup table on first use
     ctx.marks.clear()
     ctx.source_next.clear()
     ctx.sent_marks.clear()
