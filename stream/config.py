@@ -111,6 +111,8 @@ class Settings:
     # Duplicates of an event_id within this many seconds of event time count
     # once (FUNNEL_DEDUP_HORIZON); older ids are forgotten to bound state.
     dedup_horizon: float = 86400.0
+    # Seconds between purges of de-dup ids past the horizon (FUNNEL_DEDUP_PURGE_EVERY).
+    dedup_purge_every: float = 60.0
     # A full garbage collection of the worker slower than this many milliseconds
     # freezes what survived it, so later ones skip the state held (stream/heap.py;
     # FUNNEL_GC_FREEZE_MS, 0 = never).
@@ -256,6 +258,7 @@ class Settings:
             dead_letter_topic=_env("DEAD_LETTER_TOPIC", prefix + cls.dead_letter_topic),
             events_topic=_env("EVENTS_TOPIC", prefix + cls.events_topic),
             dedup_horizon=_env_float("DEDUP_HORIZON", cls.dedup_horizon),
+            dedup_purge_every=_env_float("DEDUP_PURGE_EVERY", cls.dedup_purge_every),
             gc_freeze_ms=_env_float("GC_FREEZE_MS", cls.gc_freeze_ms),
             funnels=_env("FUNNELS", cls.funnels),
             tracking=_env("TRACKING", cls.tracking),

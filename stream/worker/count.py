@@ -52,8 +52,6 @@ from stream.worker.transactions import ack_all, commits_held, send_in_transactio
 
 log = logging.getLogger("stream.worker")
 
-PURGE_EVERY_S = 60.0
-
 
 @dataclass
 class Applied:
@@ -226,7 +224,7 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
         await send_in_transaction(
             app, source_tp, ctx.settings.dead_letter_topic, key, value, headers
         )
-    if time.monotonic() - ctx.last_purge > PURGE_EVERY_S:
+    if time.monotonic() - ctx.last_purge > ctx.settings.dedup_purge_every:
         ctx.last_purge = time.monotonic()
         await purge_seen(ctx, ctx.settings.dedup_horizon)
 
