@@ -64,6 +64,7 @@ class Applied:
     duplicates: Counter[str] = field(default_factory=Counter)
     late_letters: list[tuple[TP, Any, Any, list]] = field(default_factory=list)
     marked: set[int] = field(default_factory=set)  # partitions whose source marks moved
+    admitted: dict[int, list[Admitted]] = field(default_factory=lambda: defaultdict(list))
 
 
 async def run(ctx: Context, stream: faust.StreamT) -> None:
@@ -81,6 +82,7 @@ async def count_batch(ctx: Context, stream: faust.StreamT, batch: list) -> None:
     applied = Applied()
     for msg in messages:
         apply_message(ctx, msg, applied)
+    count_admitted(ctx, applied)
     for p in applied.tps:
         advance_watermark(ctx, p)
     async with commits_held(ctx.app):
@@ -128,10 +130,22 @@ def apply_mark(ctx: Context, p: int, value: bytes, applied: Applied) -> None:
         applied.marked.add(p)
 
 
+@dataclass
+class Admitted:
+    """An event past de-dup, waiting for its engine (``count_admitted``)."""
+
+    msg: Any
+    origin: Origin
+    value: bytes
+    event: Any
+    correction: bool
+    seen: bool  # a correction of an event counted before
+
+
 def apply_event(
     ctx: Context, msg: Any, origin: Origin, value: bytes, correction: bool, applied: Applied
 ) -> None:
-    """De-dup one event and run it through its partition's engine."""
+    """De-dup one event; what passes waits in ``applied.admitted`` for its engine."""
     p = msg.partition
     try:
         ev = decode(value, now=float("inf"))
@@ -148,17 +162,46 @@ def apply_event(
         applied.duplicates[origin.topic] += 1
         return
     applied.first_seen[p][key] = ev.ts
-    engine = engine_for(ctx, p)
-    if not engine.process(ev, replace=correction):
+    applied.admitted[p].append(Admitted(msg, origin, value, ev, correction, seen))
+
+
+def count_admitted(ctx: Context, applied: Applied) -> None:
+    """Each partition's admitted events through its engine in event-time order.
+
+    The counts do not depend on the order (the oracle property tests shuffle
+    their logs), and lateness is judged against the watermark of before the
+    batch, so the order is free; in event-time order most events land after
+    the others of their entity, where the engine only adds their own keys
+    instead of recomputing the journey. Events of one entity from different
+    input topics come out of order (each topic is normalised on its own):
+    in 100,000 bench events in per-topic chunks of 1,000, a quarter of the
+    shop events recomputed.
+    """
+    for p, admitted in applied.admitted.items():
+        admitted.sort(key=event_time)  # stable: a correction stays after its original
+        engine = engine_for(ctx, p)
+        for item in admitted:
+            count_event(ctx, engine, item, applied)
+
+
+def event_time(item: Admitted) -> float:
+    return item.event.ts
+
+
+def count_event(ctx: Context, engine: Any, item: Admitted, applied: Applied) -> None:
+    """One admitted event through its partition's engine: counted, or late."""
+    ev, p = item.event, item.msg.partition
+    if not engine.process(ev, replace=item.correction):
         for name in engine.relevant_funnels(ev):
             LATE_TOTAL.labels(funnel=name).inc()
-        late = late_headers(origin, late_rejection(ctx, ev, engine.watermark))
-        applied.late_letters.append((msg.tp, entity_of(ev).encode(), value, late))
+        late = late_headers(item.origin, late_rejection(ctx, ev, engine.watermark))
+        applied.late_letters.append((item.msg.tp, entity_of(ev).encode(), item.value, late))
         return
-    if seen:  # a correction of an event counted before: not another event
+    if item.seen:  # a correction of an event counted before: not another event
         return
-    applied.counted[(origin.topic, ev.type)] += 1
-    ctx.newest_event[origin.topic] = max(ctx.newest_event.get(origin.topic, ev.ts), ev.ts)
+    topic = item.origin.topic
+    applied.counted[(topic, ev.type)] += 1
+    ctx.newest_event[topic] = max(ctx.newest_event.get(topic, ev.ts), ev.ts)
     applied.minutes[p][minute_key(p, ev.type, ev.ts)] += 1
 
 
