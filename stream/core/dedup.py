@@ -66,10 +66,13 @@ class ExpiryIndex:
     def add(self, partition: int, ids: Mapping[str, float]) -> None:
         if not self.built:
             return  # the first ``due`` builds it from the table, these included
-        minutes = self.minutes.setdefault(partition, {})
         for key, ts in ids.items():
-            if ts is not None:
-                minutes.setdefault(int(ts // self.WIDTH), []).append(key)
+            self._file(partition, key, ts)
+
+    def _file(self, partition: int, key: str, ts: float | None) -> None:
+        if ts is not None:
+            minutes = self.minutes.setdefault(partition, {})
+            minutes.setdefault(int(ts // self.WIDTH), []).append(key)
 
     def due(
         self, seen: Mapping[str, float], watermarks: Mapping[int, float], horizon: float
@@ -80,8 +83,7 @@ class ExpiryIndex:
         if not self.built:
             self.built = True
             for key, ts in seen.items():
-                minutes = self.minutes.setdefault(partition_of(key), {})
-                minutes.setdefault(int(ts // self.WIDTH), []).append(key)
+                self._file(partition_of(key), key, ts)
         out: dict[int, list[str]] = {}
         for partition, mark in watermarks.items():
             minutes = self.minutes.get(partition)
