@@ -20,7 +20,7 @@ from stream.core.watermark import SourceMarks
 from stream.faust_fixes.rebalance_state import end_open_transactions, forget_uncommitted_state
 from stream.worker import cut_batches
 from stream.worker.context import Context
-from stream.worker.transactions import assignment_done, drop_keys, new_generation
+from stream.worker.transactions import assignment_done, drop_keys, new_generation, shrink
 
 log = logging.getLogger("stream.worker")
 
@@ -77,6 +77,8 @@ def load_engines(ctx: Context, partitions: set[int]) -> None:
         counters = state.by_partition(list(ctx.tables.counters.data.items()), partitions)
         for p in sorted(partitions):  # one at a time: each one's parsed keys are let go
             ctx.engines[p] = build_engine(ctx, p, journeys.pop(p), counters.pop(p))
+        if ctx.memory_store:
+            shrink(ctx.tables.journeys)  # the engines hold them now (``build_engine``)
 
 
 def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:

@@ -234,6 +234,20 @@ def drop_keys(table: faust.Table, keys: Iterable[Any]) -> None:
             index.pop(key, None)
 
 
+def shrink(table: faust.Table) -> None:
+    """Copy a table's memory into dicts sized for what it still holds.
+
+    CPython never shrinks a dict when keys are popped: once a restarted worker's
+    engines took the journeys out of the journeys table (``drop_keys``), the
+    emptied table and the memory store's key -> partition index kept their
+    full size, about 120 MB at 1M journeys, for good (nothing is written back
+    into that table's memory to reuse the room)."""
+    store = table.data
+    store.data = dict(store.data)
+    if getattr(store, "_key_partition", None) is not None:
+        store._key_partition = dict(store._key_partition)
+
+
 async def ack_all(stream: faust.StreamT, events: Iterable[faust.EventT]) -> None:
     """Ack a written batch, unless a rebalance made it stale meanwhile.
 

@@ -53,3 +53,21 @@ def test_redis_passwords_never_reach_the_logs():
     assert redacted_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redacted_url("rediss://user:pw@h/1") == "rediss://user:***@h/1"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_a_table_emptied_by_its_engines_gives_its_memory_back():
+    import sys
+    from collections import UserDict
+    from types import SimpleNamespace
+
+    from stream.worker.transactions import drop_keys, shrink
+
+    keys = [f"0|{i}" for i in range(50_000)]
+    store = UserDict(dict.fromkeys(keys, b"j"))  # as Faust's memory store: .data, .pop
+    store._key_partition = dict.fromkeys(keys, 0)
+    table = SimpleNamespace(data=store)
+    drop_keys(table, keys[1:])  # what the engines took over; one journey stays
+    full = sys.getsizeof(store.data) + sys.getsizeof(store._key_partition)
+    shrink(table)
+    assert store.data == {"0|0": b"j"} and store._key_partition == {"0|0": 0}
+    assert sys.getsizeof(store.data) + sys.getsizeof(store._key_partition) < full / 100
