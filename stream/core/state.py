@@ -13,8 +13,7 @@ visitor outgrew Kafka's 1 MB message limit and stopped a worker).
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -41,24 +40,20 @@ def parse_key(text: str) -> list[Any]:
     return orjson.loads(text)
 
 
-def by_partition(
-    items: Iterable[tuple[str, Any]], partitions: set[int]
-) -> dict[int, list[tuple[str, Any]]]:
-    """Each of ``partitions``' ``(key, value)`` records among a table's, in one pass.
+def by_partition(keys: Iterable[str], partitions: set[int]) -> dict[int, list[str]]:
+    """Each of ``partitions``' keys among a table's, in one pass.
 
     A key's partition is read from its text (``[p,...``, as ``orjson`` writes it)
     without parsing the key: a restarted worker's tables hold every partition
-    it owns, and each partition's keys are parsed only when it is loaded."""
-    out: dict[int, list[tuple[str, Any]]] = {p: [] for p in partitions}
-    for key, value in items:
+    it owns, and each partition's keys are parsed only when it is loaded. Keys
+    only, no ``(key, value)`` pairs: two million pairs made at once and let go
+    left holes all over a restarted worker's memory."""
+    out: dict[int, list[str]] = {p: [] for p in partitions}
+    for key in keys:
         held = out.get(int(key[1 : key.index(",")]))
         if held is not None:
-            held.append((key, value))
+            held.append(key)
     return out
-
-
-def parsed(records: list[tuple[str, Any]]) -> list[tuple[list[Any], Any]]:
-    return [(orjson.loads(key), value) for key, value in records]
 
 
 def dump_item(item: Item) -> str:
@@ -132,43 +127,69 @@ class StoredJourney:
     """A restored journey as its records hold it, decoded when the engine first
     needs it (``Engine.restore``): a restarted worker answers from its counters
     at once, and most journeys are never touched again before they expire
-    (decoding a million of them took longer than reading the changelogs)."""
+    (decoding a million of them took longer than reading the changelogs).
 
-    newest: float
+    Its events are held as the recovered strings themselves, their record keys
+    (``[p, funnel, entity, ts, event_id]``) and stored events, parsed when
+    needed: a tuple, a float and an id made per restored event took a fifth of
+    a restarted worker's memory, and the small objects made beside them to
+    parse the records left it full of holes (issue #22: 1.6x the memory of the
+    worker that wrote the state)."""
+
+    newest: float | None  # None until its journey record is read
     carry: dict[str, Any] | None
-    items: list[tuple[float, str, str]]  # (ts, event_id, stored event)
+    keys: list[str]
+    events: list[str]
 
     def load(self) -> Journey:
-        return decode_journey(self.newest, self.carry, self.items)
+        ids = self.item_ids()
+        items = [(ts, event_id, raw) for (ts, event_id), raw in zip(ids, self.events, strict=True)]
+        return decode_journey(self.newest, self.carry, items)
 
     def item_ids(self) -> list[tuple[float, str]]:
         """``(ts, event_id)`` of its events: enough to delete their records."""
-        return [(ts, event_id) for ts, event_id, _ in self.items]
+        return [tuple(orjson.loads(key)[3:5]) for key in self.keys]
+
+    def take_head(self, key: list[Any], head: dict[str, Any]) -> None:
+        """Its journey record (``key``: parsed)."""
+        self.newest, self.carry = head["newest"], head.get("carry")
+        for ts, event_id, raw in head.get("items", ()):  # a version that kept them here
+            self.keys.append(orjson.dumps([*key, ts, event_id]).decode())
+            self.events.append(raw)
 
 
-def stored_journey(head: dict[str, Any], items: list[tuple[float, str, str]]) -> StoredJourney:
-    """A journey's record and its events' records, as restored."""
-    if "items" in head:  # written by a version that kept the events in this record
-        items = [*items, *(tuple(item) for item in head["items"])]
-    return StoredJourney(head["newest"], head.get("carry"), items)
+Restored = dict[str, dict[str, StoredJourney]]  # funnel -> entity -> journey
 
 
-def load_journeys(
-    records: Iterable[tuple[list[Any], Any]],
-) -> tuple[list[tuple[str, str, StoredJourney]], int]:
-    """Journeys from their records (parsed key, value) of one partition, and how many
-    event records had no journey record (none expected: both are written together)."""
-    heads: dict[tuple[str, str], dict] = {}
-    events: defaultdict[tuple[str, str], list] = defaultdict(list)
-    for key, value in records:
+def load_journeys(records: Iterable[tuple[str, Any]]) -> tuple[Restored, int]:
+    """Journeys from their records ``(key text, value)`` of one partition, parsed one
+    at a time, and how many event records had no journey record (none expected:
+    both are written together)."""
+    found: Restored = {}
+    for text, value in records:
         if value is None:
             continue
+        key = orjson.loads(text)
+        by_entity = found.get(key[1])
+        if by_entity is None:
+            by_entity = found[key[1]] = {}
+        journey = by_entity.get(key[2])
+        if journey is None:
+            journey = by_entity[key[2]] = StoredJourney(None, None, [], [])
         if len(key) == 3:
-            heads[(key[1], key[2])] = value
+            journey.take_head(key, value)
         else:
-            events[(key[1], key[2])].append((key[3], key[4], value))
-    orphans = sum(len(v) for k, v in events.items() if k not in heads)
-    journeys = [
-        (f, e, stored_journey(head, events.get((f, e), []))) for (f, e), head in heads.items()
-    ]
-    return journeys, orphans
+            journey.keys.append(text)
+            journey.events.append(value)
+    orphans = 0
+    for by_entity in found.values():
+        for entity in [e for e, j in by_entity.items() if j.newest is None]:
+            orphans += len(by_entity.pop(entity).keys)
+    return found, orphans
+
+
+def restored_entries(found: Restored) -> Iterator[tuple[str, str, StoredJourney]]:
+    """``(funnel, entity, journey)`` of every restored journey, for ``Engine.restore``."""
+    for funnel, by_entity in found.items():
+        for entity, journey in by_entity.items():
+            yield funnel, entity, journey

@@ -73,17 +73,16 @@ def engine_for(ctx: Context, p: int) -> Engine:
 
 def load_engines(ctx: Context, partitions: set[int]) -> None:
     with heap.bulk_load():
-        journeys = state.by_partition(list(ctx.tables.journeys.data.items()), partitions)
-        counters = state.by_partition(list(ctx.tables.counters.data.items()), partitions)
+        journeys = state.by_partition(ctx.tables.journeys.data.keys(), partitions)
+        counters = state.by_partition(ctx.tables.counters.data.keys(), partitions)
         for p in sorted(partitions):  # one at a time: each one's parsed keys are let go
             ctx.engines[p] = build_engine(ctx, p, journeys.pop(p), counters.pop(p))
         if ctx.memory_store:
             shrink(ctx.tables.journeys)  # the engines hold them now (``build_engine``)
 
 
-def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
-    """Partition ``p``'s engine from its journeys' and counters' ``(key, value)``
-    records."""
+def build_engine(ctx: Context, p: int, own: list[str], own_counters: list[str]) -> Engine:
+    """Partition ``p``'s engine from its journeys' and counters' records (their keys)."""
     settings, tables = ctx.settings, ctx.tables
     engine = Engine(
         ctx.funnels,
@@ -91,7 +90,8 @@ def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
         lateness=settings.lateness,
         retention=settings.retention,
     )
-    restored, orphans = state.load_journeys(state.parsed(own))
+    data = tables.journeys.data
+    restored, orphans = state.load_journeys((key, data[key]) for key in own)
     if orphans:
         log.warning(
             "journey events without their journey", extra={"partition": p, "events": orphans}
@@ -99,8 +99,10 @@ def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
     if ctx.memory_store:
         # The engine holds the journeys now (a journey held twice was a third of
         # a worker's memory); every rebalance replays the changelogs anyway.
-        drop_keys(tables.journeys, (key for key, _ in own))
-    counts = [(tuple(key[1:]), value) for key, value in state.parsed(own_counters) if value]
+        drop_keys(tables.journeys, own)
+    counters = tables.counters.data
+    parsed = ((state.parse_key(key), counters[key]) for key in own_counters)
+    counts = [(tuple(key[1:]), value) for key, value in parsed if value]
     mark = tables.marks.data.get(str(p))
     values = {}
     for funnel in engine.funnels:
@@ -108,10 +110,16 @@ def build_engine(ctx: Context, p: int, own: list, own_counters: list) -> Engine:
             kept = tables.marks.data.get(state.values_key(p, funnel.name, dim))
             if kept is not None:
                 values[(funnel.name, dim)] = kept
-    engine.restore(restored, counts, mark if mark is not None else float("-inf"), values)
+    engine.restore(
+        state.restored_entries(restored),
+        counts,
+        mark if mark is not None else float("-inf"),
+        values,
+    )
     sources = tables.marks.data.get(state.sources_key(p))
     ctx.marks[p] = SourceMarks.from_state(sources, engine.watermark)
-    log.info("partition engine loaded", extra=load_report(ctx, p, len(restored), len(counts)))
+    held = sum(len(by_entity) for by_entity in restored.values())
+    log.info("partition engine loaded", extra=load_report(ctx, p, held, len(counts)))
     return engine
 
 

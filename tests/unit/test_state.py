@@ -11,6 +11,7 @@ from stream.core import state
 from stream.core.engine import Engine
 from stream.core.events import encode
 from stream.core.funnels import load_funnels
+from stream.core.journeys import Item
 from tests.unit.test_engine_oracle import FUNNELS, make_event, to_event
 
 T0 = 1795460000.0
@@ -40,12 +41,12 @@ def persist(engine: Engine, table: dict, counters: dict, p: int = 0) -> None:
 
 def restored(funnels, table: dict, counters: dict, watermark: float, **kw) -> Engine:
     engine = Engine(funnels, **kw)
-    journeys, orphans = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
+    journeys, orphans = state.load_journeys(table.items())
     assert orphans == 0
     keys = [(state.parse_key(k), v) for k, v in counters.items()]
     counts = [(tuple(k[1:]), n) for k, n in keys if k[1] != "values"]
     values = {(k[2], k[3]): v for k, v in keys if k[1] == "values"}
-    engine.restore(journeys, counts, watermark, values)
+    engine.restore(state.restored_entries(journeys), counts, watermark, values)
     return engine
 
 
@@ -104,8 +105,8 @@ def test_stored_item_is_the_event_encoding():
     persist(engine, table, {})
     (key,) = [k for k in table if len(state.parse_key(k)) == 5]
     assert table[key] == encode(ev).decode()
-    journeys, _ = state.load_journeys((state.parse_key(k), v) for k, v in table.items())
-    ((_, _, stored),) = [j for j in journeys if j[0] == "shop"]
+    journeys, _ = state.load_journeys(table.items())
+    (stored,) = journeys["shop"].values()
     assert stored.item_ids() == [(ev.ts, "e1")]
     loaded = stored.load()
     assert encode(loaded.items[0].event).decode() == table[key] and loaded.items[0].event == ev
@@ -159,20 +160,21 @@ def test_by_partition_picks_partitions_keys_by_their_text() -> None:
         (state.journey_key(11, "shop", "v1"), {"newest": 2.0}),
         (state.values_key(1, "shop", "channel"), ["direct"]),
     ]
-    got = state.by_partition(items, {1, 10, 3})
-    assert got[1] == [items[0], items[2], items[4]]
-    assert got[10] == [items[1]] and got[3] == [] and 11 not in got
-    assert state.parsed(got[1]) == [
-        ([1, *key], 5),
-        ([1, "shop", "v1"], {"newest": 1.0}),
-        ([1, "values", "shop", "channel"], ["direct"]),
+    got = state.by_partition((k for k, _ in items), {1, 10, 3})
+    assert got[1] == [items[0][0], items[2][0], items[4][0]]
+    assert got[10] == [items[1][0]] and got[3] == [] and 11 not in got
+    assert [state.parse_key(k) for k in got[1]] == [
+        [1, *key],
+        [1, "shop", "v1"],
+        [1, "values", "shop", "channel"],
     ]
 
 
 def test_a_journey_record_of_the_format_that_held_its_events_still_loads():
     ev = to_event({"event_id": "e1", "type": "visit", "visitor_id": "v1", "channel": "email"}, T0)
     head = {"newest": ev.ts, "carry": None, "items": [[ev.ts, "e1", encode(ev).decode()]]}
-    ((funnel, entity, stored),), orphans = state.load_journeys([([0, "shop", "v1"], head)])
+    found, orphans = state.load_journeys([(state.journey_key(0, "shop", "v1"), head)])
+    ((funnel, entity, stored),) = state.restored_entries(found)
     assert (funnel, entity, orphans) == ("shop", "v1", 0)
     assert stored.item_ids() == [(ev.ts, "e1")]
     (item,) = stored.load().items
@@ -197,3 +199,19 @@ def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
     assert not any(after.stored.values())  # every one touched or expired since
     assert after.counters == through.counters
     assert (table, counters) == (t_table, t_counters)
+
+
+def test_events_load_whichever_record_comes_first_and_orphans_are_counted() -> None:
+    """A restored table's records come in any order; an event record whose
+    journey record is missing is counted, not restored."""
+    ev = to_event({"event_id": "e1", "type": "visit", "visitor_id": "v1"}, T0)
+    engine = Engine(load_funnels())
+    engine.process(ev)
+    table: dict = {}
+    persist(engine, table, {}, p=2)
+    orphan = state.item_key(2, "shop", "v9", Item(T0, "e9", None))
+    records = [*reversed(table.items()), (orphan, encode(ev).decode())]
+    found, orphans = state.load_journeys(records)
+    assert orphans == 1 and "v9" not in found["shop"]
+    assert found["shop"]["v1"].item_ids() == [(ev.ts, "e1")]
+    assert found["shop"]["v1"].load().items[0].event == ev
