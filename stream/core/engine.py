@@ -43,10 +43,12 @@ from stream.core.funnels import Funnel
 from stream.core.journeys import (
     UNKNOWN,
     Carry,
+    Held,
     Item,
     Journey,
     attribution,
     call_state,
+    in_order,
     order_touch,
     orders,
     pipeline_attempts,
@@ -267,17 +269,18 @@ class Engine:
             journey.contributions = self._counted(funnel, journey.items, journey.carry)
         if replace:
             self._take_out(funnel.name, entity, journey, event.event_id)
-        item = Item(ts, event.event_id, event)
-        if appends:  # the common case: after every other event
-            journey.items.append(item)
+        if appends and journey.items:  # the common case: after every other event
+            journey.items.append(event)
+        elif appends:
+            journey.items = [event]  # a list of one (an append makes room for four)
         else:
-            bisect.insort(journey.items, item)
-        self.added.append((funnel.name, entity, item))
+            bisect.insort(journey.items, event, key=in_order)
+        self.added.append((funnel.name, entity, event))
         journey.newest = max(journey.newest, ts)
         # Strictly after every other event: one at the same time may sort after an
         # order of the same second and still open the attempt that order belongs to.
         if appends and funnel.mode == "sequence":
-            self._append(funnel, journey, item)
+            self._append(funnel, journey, event)
         elif appends and len(journey.items) > max(self.tail_at, 1) and funnel.mode == "pipeline":
             self._recompute_tail(funnel, journey)
         else:
@@ -554,10 +557,9 @@ class Engine:
         self, funnel: Funnel, order: tuple[int, Item, float], attr: dict, out: Counter[Key]
     ) -> None:
         """What one order counts: the ``k``-th of its journey, with ``attr``'s touch."""
-        k, item, _ = order
+        k, ev, _ = order
         name, last = funnel.name, len(funnel.steps) - 1
-        ev = item.event
-        at = self.bucket_of(item.ts)
+        at = self.bucket_of(ev.ts)
         value = getattr(ev, "value", None)
         money = f"{ev.currency or funnel.currency}" if value is not None else None
         for dim, v in self._groups(funnel, attr):
@@ -621,7 +623,7 @@ class Engine:
     def _spend_contributions(self, funnel: Funnel, items: list[Item]) -> Counter[Key]:
         """The newest report of one channel/campaign/day/currency, in that day's bucket."""
         out: Counter[Key] = Counter()
-        ev = items[-1].event
+        ev = items[-1]
         at = self.bucket_of(day_start(ev.day))
         for dim, v in self._groups(funnel, attribution(ev, funnel.breakdowns)):
             out[(funnel.name, f"spend:{ev.currency}", 0, at, dim, v)] += cents(ev.cost)
@@ -668,7 +670,7 @@ class Engine:
         old = [e for e, j in stored.items() if j.newest < horizon]
         for entity in old:
             ids = stored.pop(entity).item_ids()
-            self.dropped.extend((funnel, entity, Item(ts, id_, None)) for ts, id_ in ids)
+            self.dropped.extend((funnel, entity, Held(ts, id_)) for ts, id_ in ids)
             self.dirty_journeys.add((funnel, entity))
         return len(old)
 
@@ -676,8 +678,9 @@ class Engine:
         """Journeys, their events and counter values changed since the last call."""
         journeys = {(f, e): self.journeys[f].get(e) for f, e in self.dirty_journeys}
         counters = {k: self.counters.get(k, 0) for k in self.dirty_counters}
-        gone = {id(item) for _, _, item in self.dropped}
-        added = [x for x in self.added if id(x[2]) not in gone]
+        # By journey too: one event is held by each funnel it counts in.
+        gone = {(f, e, id(item)) for f, e, item in self.dropped}
+        added = [x for x in self.added if (x[0], x[1], id(x[2])) not in gone]
         values = {fd: sorted(self.seen_values[fd]) for fd in self.dirty_values}
         changes = Changes(journeys, added, self.dropped, counters, values)
         self.dirty_journeys, self.dirty_counters, self.dirty_values = set(), set(), set()
@@ -739,9 +742,7 @@ class Engine:
             attempt = attempts[-1]
             if not cart_step <= attempt["level"] < last or attempt["times"][cart_step] < since:
                 continue
-            adds = [
-                i.event for i in journey.items if i.ts >= attempt["t0"] and cart.matches(i.event)
-            ]
+            adds = [ev for ev in journey.items if ev.ts >= attempt["t0"] and cart.matches(ev)]
             values: Counter[str] = Counter()
             for ev in adds:
                 if getattr(ev, "value", None) is not None:

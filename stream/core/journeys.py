@@ -9,18 +9,30 @@ import bisect
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from stream.core.funnels import Funnel
 
 UNKNOWN = "unknown"
 
 
-@dataclass(order=True, slots=True)
-class Item:
+# A journey holds its events themselves, in time order (``in_order``): an event
+# struct has its time (``ts``) and ``event_id``. (A wrapper object per held event
+# was 64 bytes of every journey's memory; issue #22.)
+Item = Any
+
+
+def in_order(event: Any) -> tuple[float, str]:
+    """Where an event goes in its journey: by time, then by id (the same second)."""
+    return event.ts, event.event_id
+
+
+class Held(NamedTuple):
+    """An event of a restored journey dropped without being decoded: its time
+    and id, enough to delete its record."""
+
     ts: float
     event_id: str
-    event: Any = field(compare=False)
 
 
 @dataclass(slots=True)
@@ -65,23 +77,22 @@ def sequence_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
     current: dict[str, Any] | None = None
     steps = funnel.steps
     last = len(steps) - 1
-    for i, item in enumerate(items):
-        ev = item.event
+    for i, ev in enumerate(items):
         if current is not None:
-            open_ = item.ts <= current["t0"] + funnel.window and current["level"] < last
+            open_ = ev.ts <= current["t0"] + funnel.window and current["level"] < last
             if open_:
                 nxt = current["level"] + 1
-                if steps[nxt].matches(ev) and item.ts >= current["times"][-1]:
+                if steps[nxt].matches(ev) and ev.ts >= current["times"][-1]:
                     current["level"] = nxt
-                    current["times"].append(item.ts)
+                    current["times"].append(ev.ts)
                 continue
             current = None
         if steps[0].matches(ev):
             current = {
                 "i0": i,
-                "t0": item.ts,
+                "t0": ev.ts,
                 "level": 0,
-                "times": [item.ts],
+                "times": [ev.ts],
                 "attr": attribution(ev, funnel.breakdowns),
             }
             attempts.append(current)
@@ -98,8 +109,7 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
     last = len(funnel.stages) - 1
     attempts: list[dict[str, Any]] = []
     deal: dict[str, Any] | None = None
-    for i, item in enumerate(items):
-        ev = item.event
+    for i, ev in enumerate(items):
         if ev.type == "call":
             # Calls of the deal (keyed with it): the first answered one after the
             # lead, within its window, gives the lead response time.
@@ -107,15 +117,15 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
                 deal is not None
                 and ev.answered
                 and deal["first_answer"] is None
-                and item.ts <= deal["t0"] + funnel.window
+                and ev.ts <= deal["t0"] + funnel.window
             ):
-                deal["first_answer"] = item.ts
+                deal["first_answer"] = ev.ts
             continue
-        if deal is None or item.ts > deal["t0"] + funnel.window:
+        if deal is None or ev.ts > deal["t0"] + funnel.window:
             deal = {
                 "i0": i,
-                "t0": item.ts,
-                "times": [item.ts],  # reached times by stage index; lead = index 0
+                "t0": ev.ts,
+                "times": [ev.ts],  # reached times by stage index; lead = index 0
                 "position": 0,
                 "skipped": [],
                 "moved_back": [],
@@ -142,14 +152,14 @@ def pipeline_attempts(funnel: Funnel, items: list[Item]) -> list[dict[str, Any]]
             reached = len(deal["times"]) - 1
             if target > reached:
                 deal["skipped"] += list(range(reached + 1, target))
-                deal["times"] += [item.ts] * (target - reached)
+                deal["times"] += [ev.ts] * (target - reached)
             elif target < deal["position"]:
                 deal["moved_back"].append(deal["position"])
             deal["position"] = target
         if ev.status == "lost":
-            deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, item.ts)
+            deal["lost"] = (deal["position"], ev.lost_reason or UNKNOWN, ev.ts)
         elif len(deal["times"]) - 1 == last:
-            deal["won_at"] = item.ts
+            deal["won_at"] = ev.ts
     return attempts
 
 
@@ -172,9 +182,9 @@ def orders(
             chain.began, chain.k = item.ts, 0
             chain.seen.clear()
         chain.prev = item.ts
-        if not last.matches(item.event):
+        if not last.matches(item):
             continue
-        order_id = getattr(item.event, "order_id", None)
+        order_id = getattr(item, "order_id", None)
         if order_id is not None:
             if order_id in chain.seen:
                 continue
@@ -200,15 +210,15 @@ def order_touch(
         return attempts[i]["attr"]
     if i < 0 and carry is not None and carry.t0 is not None and carry.t0 >= began:
         return carry.attr or {}
-    return attribution(item.event, funnel.breakdowns)
+    return attribution(item, funnel.breakdowns)
 
 
 def call_state(items: list[Item]) -> dict[str, Any]:
     """One call from its events in time order: later non-empty fields win."""
     merged: dict[str, Any] = {}
     for item in items:
-        for name in item.event.__struct_fields__:
-            value = getattr(item.event, name)
+        for name in item.__struct_fields__:
+            value = getattr(item, name)
             if value is not None:
                 merged[name] = value
     return merged

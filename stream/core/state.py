@@ -21,7 +21,7 @@ import orjson
 
 from stream.core.engine import Changes, Key
 from stream.core.events import decode_stored, encode
-from stream.core.journeys import Carry, Item, Journey
+from stream.core.journeys import Carry, Item, Journey, in_order
 
 
 def journey_key(partition: int, funnel: str, entity: str) -> str:
@@ -60,7 +60,7 @@ def dump_item(item: Item) -> str:
     """The event as stored. Each is written once, when it is added, so its
     encoding is not kept (a copy of every held event was kept before, when a
     journey was rewritten whole on every change)."""
-    return encode(item.event).decode()
+    return encode(item).decode()
 
 
 def dump_journey(journey: Journey) -> dict[str, Any]:
@@ -94,13 +94,10 @@ def decode_journey(
     """A journey from its record's fields and its events' ``(ts, event_id, stored
     event)``, the events decoded in one call (``events.decode_stored``)."""
     events = decode_stored([raw for _, _, raw in items])
-    loaded = []
     for (ts, _, _), event in zip(items, events, strict=True):
         event.ts = ts  # the key's time: the event's own, as written
-        loaded.append(Item(ts, event.event_id, event))  # one copy of the id
-    loaded.sort()
     return Journey(
-        items=loaded,
+        items=sorted(events, key=in_order),
         contributions=None,
         newest=newest,
         carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),

@@ -8,7 +8,6 @@ from collections import Counter
 
 from stream.core.compaction import settled_cut
 from stream.core.engine import Engine
-from stream.core.journeys import Item
 from tests.oracle import oracle_counts
 from tests.unit.test_engine_oracle import BASE, BUCKET, FUNNELS, LATENESS, to_event
 
@@ -75,7 +74,7 @@ def test_an_attempt_still_open_at_the_late_bound_is_kept_whole():
         to_event({"event_id": "a", "type": "visit", "visitor_id": "v"}, BASE),
         to_event({"event_id": "b", "type": "signup", "visitor_id": "v", "user_id": "u"}, BASE + 60),
     )
-    items = [Item(visit.ts, "a", visit), Item(signup.ts, "b", signup)]
+    items = [visit, signup]
     # An event at BASE + 300 can still reach step 3 of the attempt begun at BASE.
     assert settled_cut(SHOP, items, BASE + 300) == 0
     # Past its window (10 minutes) the attempt is settled: both events can go.

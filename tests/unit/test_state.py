@@ -11,7 +11,7 @@ from stream.core import state
 from stream.core.engine import Engine
 from stream.core.events import encode
 from stream.core.funnels import load_funnels
-from stream.core.journeys import Item
+from stream.core.journeys import Held
 from tests.unit.test_engine_oracle import FUNNELS, make_event, to_event
 
 T0 = 1795460000.0
@@ -109,7 +109,7 @@ def test_stored_item_is_the_event_encoding():
     (stored,) = journeys["shop"].values()
     assert stored.item_ids() == [(ev.ts, "e1")]
     loaded = stored.load()
-    assert encode(loaded.items[0].event).decode() == table[key] and loaded.items[0].event == ev
+    assert encode(loaded.items[0]).decode() == table[key] and loaded.items[0] == ev
 
 
 def test_no_record_grows_with_an_entity_and_capped_values_survive_a_restore():
@@ -178,7 +178,7 @@ def test_a_journey_record_of_the_format_that_held_its_events_still_loads():
     assert (funnel, entity, orphans) == ("shop", "v1", 0)
     assert stored.item_ids() == [(ev.ts, "e1")]
     (item,) = stored.load().items
-    assert item.event == ev and item.event_id == "e1"
+    assert item == ev and item.event_id == "e1"
 
 
 def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
@@ -209,9 +209,9 @@ def test_events_load_whichever_record_comes_first_and_orphans_are_counted() -> N
     engine.process(ev)
     table: dict = {}
     persist(engine, table, {}, p=2)
-    orphan = state.item_key(2, "shop", "v9", Item(T0, "e9", None))
+    orphan = state.item_key(2, "shop", "v9", Held(T0, "e9"))
     records = [*reversed(table.items()), (orphan, encode(ev).decode())]
     found, orphans = state.load_journeys(records)
     assert orphans == 1 and "v9" not in found["shop"]
     assert found["shop"]["v1"].item_ids() == [(ev.ts, "e1")]
-    assert found["shop"]["v1"].load().items[0].event == ev
+    assert found["shop"]["v1"].load().items[0] == ev
