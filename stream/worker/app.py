@@ -66,6 +66,12 @@ def build_app(settings: Settings, web_port: int | None = None) -> faust.App:
         datadir=str(settings.data_dir / "{conf.id}"),
         store=settings.store,
         processing_guarantee="exactly_once",
+        # No standby copies of other workers' tables: every rebalance clears table
+        # memory and replays the changelogs (faust_fixes/rebalance_state.py), so a
+        # standby's copy was thrown away unread, after costing its worker the
+        # CPU to apply every peer's changelog records and the memory to hold
+        # them (two workers: a third of their CPU, twice the state each; issue #22).
+        table_standby_replicas=0,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_interval,
