@@ -21,7 +21,7 @@ import orjson
 
 from stream.core.engine import Changes, Key
 from stream.core.events import decode_stored, encode
-from stream.core.journeys import Carry, Item, Journey, in_order
+from stream.core.journeys import Carry, Held, Item, Journey, in_order
 
 
 def journey_key(partition: int, funnel: str, entity: str) -> str:
@@ -145,13 +145,13 @@ class StoredJourney:
 
     def item_ids(self) -> list[tuple[float, str]]:
         """``(ts, event_id)`` of its events: enough to delete their records."""
-        return [tuple(orjson.loads(key)[3:5]) for key in self.keys]
+        return [tuple(parse_key(key)[3:5]) for key in self.keys]
 
     def take_head(self, key: list[Any], head: dict[str, Any]) -> None:
         """Its journey record (``key``: parsed)."""
         self.newest, self.carry = head["newest"], head.get("carry")
         for ts, event_id, raw in head.get("items", ()):  # a version that kept them here
-            self.keys.append(orjson.dumps([*key, ts, event_id]).decode())
+            self.keys.append(item_key(key[0], key[1], key[2], Held(ts, event_id)))
             self.events.append(raw)
 
 
@@ -166,7 +166,7 @@ def load_journeys(records: Iterable[tuple[str, Any]]) -> tuple[Restored, int]:
     for text, value in records:
         if value is None:
             continue
-        key = orjson.loads(text)
+        key = parse_key(text)
         by_entity = found.get(key[1])
         if by_entity is None:
             by_entity = found[key[1]] = {}
