@@ -44,15 +44,19 @@ from stream.core.journeys import (
     UNKNOWN,
     Carry,
     Held,
+    HeldJourney,
     Item,
     Journey,
     attribution,
     call_state,
     in_order,
+    newest_of,
     order_touch,
     orders,
+    packed,
     pipeline_attempts,
     sequence_attempts,
+    unpacked,
 )
 
 Key = tuple[str, str, int, int, str, str]
@@ -169,7 +173,8 @@ class Engine:
         # 12 days of history), not every counter.
         self.buckets: dict[int, set[Key]] = {}
         self.keys_swept = float("-inf")  # retention last dropped interned keys behind this
-        self.journeys: dict[str, dict[str, Journey]] = {f.name: {} for f in self.funnels}
+        # Per funnel and entity, its journey as held (core/journeys.py ``packed``).
+        self.journeys: dict[str, dict[str, HeldJourney]] = {f.name: {} for f in self.funnels}
         # Restored journeys not decoded yet (``restore``): moved to ``journeys`` when
         # first touched.
         self.stored: dict[str, dict[str, Stored]] = {f.name: {} for f in self.funnels}
@@ -258,12 +263,14 @@ class Engine:
         """
         ts, entity = event.ts, getattr(event, funnel.entity, None)
         journeys = self.journeys[funnel.name]
-        journey = journeys.get(entity)
-        if journey is None:
-            journey = self._unstored(funnel.name, entity)
-        if journey is None:
+        held = journeys.get(entity)
+        if held is None:
+            held = self._unstored(funnel.name, entity)
+        if held is None:
             lazy = funnel.mode == "sequence"
-            journey = journeys[entity] = Journey(contributions=None if lazy else Counter())
+            journey = Journey(contributions=None if lazy else Counter())
+        else:
+            journey = unpacked(held)
         appends = not replace and (not journey.items or journey.items[-1].ts < ts)
         if journey.contributions is None and not (appends and funnel.mode == "sequence"):
             journey.contributions = self._counted(funnel, journey.items, journey.carry)
@@ -287,6 +294,7 @@ class Engine:
             self._recompute(funnel, journey)
         if len(journey.items) > self.compact_at:
             self._compact(funnel, entity, journey)
+        journeys[entity] = packed(journey)
         self.dirty_journeys.add((funnel.name, entity))
 
     def _take_out(self, funnel: str, entity: str, journey: Journey, event_id: str) -> None:
@@ -297,13 +305,13 @@ class Engine:
                 self.dropped.append((funnel, entity, held))
                 return
 
-    def _unstored(self, funnel: str, entity: str) -> Journey | None:
+    def _unstored(self, funnel: str, entity: str) -> HeldJourney | None:
         """A restored journey, decoded now that it is needed; None if none is stored."""
         stored = self.stored[funnel].pop(entity, None)
         if stored is None:
             return None
-        journey = self.journeys[funnel][entity] = stored.load()
-        return journey
+        held = self.journeys[funnel][entity] = packed(stored.load())
+        return held
 
     def unstore_all(self, funnel: str) -> None:
         """Decode every restored journey of ``funnel`` (a reader that looks at all)."""
@@ -655,9 +663,9 @@ class Engine:
                 continue  # not every entity on every batch (a tenth of a backlog's time)
             self.expired_to[funnel.name] = horizon
             journeys = self.journeys[funnel.name]
-            old = [e for e, j in journeys.items() if j.newest < horizon]
+            old = [e for e, j in journeys.items() if newest_of(j) < horizon]
             for entity in old:
-                gone = journeys.pop(entity)
+                gone = unpacked(journeys.pop(entity))
                 self.dropped.extend((funnel.name, entity, item) for item in gone.items)
                 self.dirty_journeys.add((funnel.name, entity))
             dropped += len(old) + self._expire_stored(funnel.name, horizon)
@@ -674,9 +682,13 @@ class Engine:
             self.dirty_journeys.add((funnel, entity))
         return len(old)
 
+    def _journey(self, funnel: str, entity: str) -> Journey | None:
+        held = self.journeys[funnel].get(entity)
+        return None if held is None else unpacked(held)
+
     def take_changes(self) -> Changes:
         """Journeys, their events and counter values changed since the last call."""
-        journeys = {(f, e): self.journeys[f].get(e) for f, e in self.dirty_journeys}
+        journeys = {(f, e): self._journey(f, e) for f, e in self.dirty_journeys}
         counters = {k: self.counters.get(k, 0) for k in self.dirty_counters}
         # By journey too: one event is held by each funnel it counts in.
         gone = {(f, e, id(item)) for f, e, item in self.dropped}
@@ -708,7 +720,7 @@ class Engine:
                 continue
             if journey.contributions is not None:
                 journey.contributions = self._shared(journey.contributions)
-            self.journeys[funnel][entity] = journey
+            self.journeys[funnel][entity] = packed(journey)
         for key, n in counters:
             self.counters[key] = n
             self.buckets.setdefault(key[3], set()).add(key)
@@ -735,7 +747,8 @@ class Engine:
         cart = funnel.steps[cart_step]
         out = []
         self.unstore_all(funnel.name)
-        for entity, journey in self.journeys[funnel.name].items():
+        for entity, held in self.journeys[funnel.name].items():
+            journey = unpacked(held)
             attempts = sequence_attempts(funnel, journey.items)
             if not attempts:
                 continue

@@ -135,17 +135,25 @@ class StoredJourney:
 
     newest: float | None  # None until its journey record is read
     carry: dict[str, Any] | None
-    keys: list[str]
-    events: list[str]
+    # A journey of one event (most are) holds the two strings, not lists of
+    # one (``settle``): 128 bytes of a restarted worker's ~1 kB per journey.
+    keys: list[str] | str
+    events: list[str] | str
 
     def load(self) -> Journey:
         ids = self.item_ids()
-        items = [(ts, event_id, raw) for (ts, event_id), raw in zip(ids, self.events, strict=True)]
+        raws = listed(self.events)
+        items = [(ts, event_id, raw) for (ts, event_id), raw in zip(ids, raws, strict=True)]
         return decode_journey(self.newest, self.carry, items)
 
     def item_ids(self) -> list[tuple[float, str]]:
         """``(ts, event_id)`` of its events: enough to delete their records."""
-        return [tuple(parse_key(key)[3:5]) for key in self.keys]
+        return [tuple(parse_key(key)[3:5]) for key in listed(self.keys)]
+
+    def settle(self) -> None:
+        """All its records are read: a single event's strings are held bare."""
+        if isinstance(self.keys, list) and len(self.keys) == 1:
+            self.keys, self.events = self.keys[0], self.events[0]
 
     def take_head(self, key: list[Any], head: dict[str, Any]) -> None:
         """Its journey record (``key``: parsed)."""
@@ -182,7 +190,14 @@ def load_journeys(records: Iterable[tuple[str, Any]]) -> tuple[Restored, int]:
     for by_entity in found.values():
         for entity in [e for e, j in by_entity.items() if j.newest is None]:
             orphans += len(by_entity.pop(entity).keys)
+        for journey in by_entity.values():
+            journey.settle()
     return found, orphans
+
+
+def listed(held: list[str] | str) -> list[str]:
+    """A stored journey's keys or events as a list (one is held bare)."""
+    return [held] if isinstance(held, str) else held
 
 
 def restored_entries(found: Restored) -> Iterator[tuple[str, str, StoredJourney]]:

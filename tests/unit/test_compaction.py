@@ -8,6 +8,7 @@ from collections import Counter
 
 from stream.core.compaction import settled_cut
 from stream.core.engine import Engine
+from stream.core.journeys import unpacked
 from tests.oracle import oracle_counts
 from tests.unit.test_engine_oracle import BASE, BUCKET, FUNNELS, LATENESS, to_event
 
@@ -36,7 +37,7 @@ def test_a_busy_visitor_holds_a_window_of_events_not_its_history():
     for ev in events:
         engine.process(ev)
         engine.advance(ev.ts)
-        held.append(len(engine.journeys["shop"]["bot"].items))
+        held.append(len(unpacked(engine.journeys["shop"]["bot"]).items))
     # Window + lateness is 12 events; compaction waits for 64 and runs once a bucket.
     assert max(held) <= 64 + 1 and held[-1] <= 64
     assert Counter(engine.counters) == +oracle_counts(FUNNELS, events, BUCKET, LATENESS)
