@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from sys import intern
 from typing import Annotated, ClassVar, Literal, get_args, get_origin, get_type_hints
 
@@ -309,12 +309,26 @@ def decode_stored(raws: list[str]) -> list[AnyEvent]:
 
 
 def encode(event: Event) -> bytes:
-    """Event -> JSON bytes (without the internal ``ts``)."""
+    """Event -> JSON bytes (without the internal ``ts``; ``occurred_at`` from it
+    when the event was ``slim``)."""
     data = msgspec.structs.asdict(event)
     data.pop("ts", None)
+    data["occurred_at"] = occurred(event)
     data = {k: v for k, v in data.items() if v is not None}
     data["type"] = event.type
     return _encoder.encode(data)
+
+
+def slim(event: Event) -> None:
+    """Let go of a held event's parsed ``occurred_at``: ``ts`` is the same instant
+    (a 48-byte datetime of every journey's memory, issue #22). ``occurred`` and
+    ``encode`` give it back, in UTC."""
+    event.occurred_at = None
+
+
+def occurred(event: Event) -> datetime:
+    """The event's time: its ``occurred_at``, or from ``ts`` once it was ``slim``."""
+    return event.occurred_at or datetime.fromtimestamp(event.ts, UTC)
 
 
 def entity_of(event: Event) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from stream.core.engine import Changes, Key
-from stream.core.events import decode_stored, encode
+from stream.core.events import decode_stored, encode, slim
 from stream.core.journeys import Carry, Held, Item, Journey, in_order
 
 
@@ -96,6 +96,7 @@ def decode_journey(
     events = decode_stored([raw for _, _, raw in items])
     for (ts, _, _), event in zip(items, events, strict=True):
         event.ts = ts  # the key's time: the event's own, as written
+        slim(event)
     return Journey(
         items=sorted(events, key=in_order),
         contributions=None,

@@ -16,7 +16,7 @@ from aiokafka.partitioner import murmur2
 
 # An entity's events come in runs (a visitor's visit, signup, cart): the pure
 # Python murmur2 was about 0.5 % of a worker's time, once per event.
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 12)
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of ``key`` among ``partitions``."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -31,7 +31,7 @@ from faust.types import TP
 
 from stream.core import bundles, dedup, state
 from stream.core.event_counts import minute_key
-from stream.core.events import Rejection, decode, entity_of
+from stream.core.events import Rejection, decode, entity_of, occurred, slim
 from stream.worker.context import Context
 from stream.worker.dead_letters import (
     BUNDLE_HEADER,
@@ -162,6 +162,7 @@ def apply_event(
         applied.duplicates[origin.topic] += 1
         return
     applied.first_seen[p][key] = ev.ts
+    slim(ev)  # held by its journeys from here on
     applied.admitted[p].append(Admitted(msg, origin, value, ev, correction, seen))
 
 
@@ -209,7 +210,7 @@ def late_rejection(ctx: Context, ev: Any, watermark: float) -> Rejection:
     mark = datetime.fromtimestamp(watermark, tz=UTC).isoformat()
     return Rejection(
         "late",
-        f"field `occurred_at`: {ev.occurred_at.isoformat()} is older than the watermark "
+        f"field `occurred_at`: {occurred(ev).isoformat()} is older than the watermark "
         f"{mark} minus the window of its funnel and the allowed lateness of "
         f"{ctx.settings.lateness:g}s (or past retention): its state may be expired",
         "occurred_at",

@@ -4,11 +4,14 @@ less and loses nothing."""
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.engine import Engine
+from stream.core.events import decode, encode, slim
 from stream.core.journeys import Journey, packed, unpacked
 from tests.unit.test_engine_oracle import BASE, BUCKET, FUNNELS, LATENESS, generate, to_event
 
@@ -57,3 +60,24 @@ def test_packing_any_held_journey_loses_nothing(seed, n):
             assert state_of(unpacked(packed(journey))) == state_of(journey)
             if not isinstance(held, Journey):
                 assert packed(journey) is held
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    when=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    offset_min=st.integers(-14 * 60, 14 * 60),
+)
+def test_a_slim_event_encodes_the_same_instant(when, offset_min):
+    """A held event lets go of its parsed ``occurred_at`` (``events.slim``); stored
+    and decoded again it has exactly the time it came with, whatever its offset."""
+    local = when.astimezone(timezone(timedelta(minutes=offset_min)))
+    raw = orjson.dumps(
+        {"event_id": "e", "type": "visit", "visitor_id": "v", "occurred_at": local.isoformat()}
+    )
+    event = decode(raw, now=float("inf"))
+    slim(event)
+    assert event.occurred_at is None
+    again = decode(encode(event), now=float("inf"))
+    assert again.ts == event.ts and again.occurred_at == local

@@ -109,7 +109,8 @@ def test_stored_item_is_the_event_encoding():
     (stored,) = journeys["shop"].values()
     assert stored.item_ids() == [(ev.ts, "e1")]
     loaded = stored.load()
-    assert encode(loaded.items[0]).decode() == table[key] and loaded.items[0] == ev
+    assert encode(loaded.items[0]).decode() == table[key] and loaded.items[0].ts == ev.ts
+    assert loaded.items[0].occurred_at is None  # held slim: ts is the same instant
 
 
 def test_no_record_grows_with_an_entity_and_capped_values_survive_a_restore():
@@ -178,7 +179,7 @@ def test_a_journey_record_of_the_format_that_held_its_events_still_loads():
     assert (funnel, entity, orphans) == ("shop", "v1", 0)
     assert stored.item_ids() == [(ev.ts, "e1")]
     (item,) = stored.load().items
-    assert item == ev and item.event_id == "e1"
+    assert encode(item) == encode(ev) and item.ts == ev.ts and item.event_id == "e1"
 
 
 def test_restored_journeys_never_touched_again_expire_as_decoded_ones_do():
@@ -215,4 +216,4 @@ def test_events_load_whichever_record_comes_first_and_orphans_are_counted() -> N
     assert orphans == 1 and "v9" not in found["shop"]
     assert found["shop"]["v1"].item_ids() == [(ev.ts, "e1")]
     assert isinstance(found["shop"]["v1"].events, str)  # one event: no list of one
-    assert found["shop"]["v1"].load().items[0] == ev
+    assert encode(found["shop"]["v1"].load().items[0]) == encode(ev)
