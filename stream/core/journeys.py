@@ -87,7 +87,6 @@ def packed(journey: Journey) -> HeldJourney:
         and journey.tail is None
         and journey.checked == float("-inf")
         and journey.newest == items[0].ts
-        and not isinstance(items[0], Held)
     ):
         return items[0]
     return journey

@@ -45,10 +45,16 @@ from stream.worker.dead_letters import (
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.normalise import BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
-from stream.worker.partitions import engine_for, marks_for, owned_partitions, records_of
+from stream.worker.partitions import engine_for, marks_for, owned_partitions
 from stream.worker.supervision import to_the_end, unless_revoked
 from stream.worker.trace import trace_batch
-from stream.worker.transactions import ack_all, commits_held, send_in_transaction, write_state
+from stream.worker.transactions import (
+    ack_all,
+    commits_held,
+    records,
+    send_in_transaction,
+    write_state,
+)
 
 log = logging.getLogger("stream.worker")
 
@@ -156,7 +162,7 @@ def apply_event(
     key = f"{p}|{ev.event_id}"
     prior = applied.first_seen[p].get(key)
     if prior is None:
-        prior = records_of(ctx, ctx.tables.seen).get(key)
+        prior = records(ctx.tables.seen).get(key)
     seen = dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon)
     if seen and not correction:
         applied.duplicates[origin.topic] += 1
@@ -295,7 +301,7 @@ async def purge_seen(ctx: Context, horizon: float) -> None:
     # The engine's watermark is the partition's watermark over its sources
     # (restored from the watermarks table after a rebalance); -inf expires nothing.
     marks = {p: engine_for(ctx, p).watermark for p in owned_partitions(ctx)}
-    old = ctx.seen_index.due(records_of(ctx, ctx.tables.seen), marks, horizon)
+    old = ctx.seen_index.due(records(ctx.tables.seen), marks, horizon)
     for p, keys in old.items():
         tp = TP(ctx.settings.events_topic, p)
         await write_state(ctx.app, ctx.tables.seen, tp, dict.fromkeys(keys))

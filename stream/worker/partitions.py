@@ -20,7 +20,13 @@ from stream.core.watermark import SourceMarks
 from stream.faust_fixes.rebalance_state import end_open_transactions, forget_uncommitted_state
 from stream.worker import cut_batches
 from stream.worker.context import Context
-from stream.worker.transactions import assignment_done, drop_keys, new_generation, shrink
+from stream.worker.transactions import (
+    assignment_done,
+    drop_keys,
+    new_generation,
+    records,
+    shrink,
+)
 
 log = logging.getLogger("stream.worker")
 
@@ -90,7 +96,7 @@ def build_engine(ctx: Context, p: int, own: list[str], own_counters: list[str]) 
         lateness=settings.lateness,
         retention=settings.retention,
     )
-    data = records_of(ctx, tables.journeys)
+    data = records(tables.journeys)
     restored, orphans = state.load_journeys((key, data[key]) for key in own)
     if orphans:
         log.warning(
@@ -100,7 +106,7 @@ def build_engine(ctx: Context, p: int, own: list[str], own_counters: list[str]) 
         # The engine holds the journeys now (a journey held twice was a third of
         # a worker's memory); every rebalance replays the changelogs anyway.
         drop_keys(tables.journeys, own)
-    counters = records_of(ctx, tables.counters)
+    counters = records(tables.counters)
     parsed = ((state.parse_key(key), counters[key]) for key in own_counters)
     counts = [(tuple(key[1:]), value) for key, value in parsed if value]
     mark = tables.marks.data.get(str(p))
@@ -121,14 +127,6 @@ def build_engine(ctx: Context, p: int, own: list[str], own_counters: list[str]) 
     held = sum(len(by_entity) for by_entity in restored.values())
     log.info("partition engine loaded", extra=load_report(ctx, p, held, len(counts)))
     return engine
-
-
-def records_of(ctx: Context, table: Any) -> Any:
-    """A table's records to read by key: the memory store's dict itself, whose
-    lookups run in C (the store's own mapping methods are Python code per key:
-    a sixth of a restarted worker's engine loading at 300,000 journeys)."""
-    store = table.data
-    return store.data if ctx.memory_store else store
 
 
 def marks_for(ctx: Context, p: int) -> SourceMarks:
