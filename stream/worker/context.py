@@ -14,7 +14,7 @@ import faust
 from faust.types import TP
 
 from stream.config import Settings
-from stream.core.dedup import ExpiryIndex
+from stream.core.dedup import SeenIds
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
 from stream.core.tracking import Tracking
@@ -66,7 +66,8 @@ class Context:
     sent_marks: dict[TP, float] = field(default_factory=dict)
     pool_synced: bool = False  # the Redis number pool matches the configuration
     last_purge: float = field(default_factory=time.monotonic)
-    seen_index: ExpiryIndex = field(default_factory=ExpiryIndex)  # de-dup ids by minute
+    # Per owned events partition: its de-dup ids (loaded with the engine).
+    seen: dict[int, SeenIds] = field(default_factory=dict)
     # Per assigned partition: when its agent last got a batch of it (monotonic),
     # since the assignment; when the worker was first seen ready after it; and
     # the stalled tails already read again.

@@ -1,6 +1,7 @@
 """Agent ``count``: the events topic -> de-dup, funnel engines and their state.
 
-Drops duplicate event ids (table ``seen-events``) and runs the funnel engine
+Drops duplicate event ids (core/dedup.py: ``SeenIds`` per partition, table
+``seen-events`` for their changelog) and runs the funnel engine
 (core/engine.py), one engine per owned partition, persisting its changed
 journeys, counters and watermark (tables ``journeys``, ``funnel-counters``,
 ``watermarks``) in the same transaction as the offsets; late events go to the
@@ -45,13 +46,12 @@ from stream.worker.dead_letters import (
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
 from stream.worker.normalise import BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
-from stream.worker.partitions import engine_for, marks_for, owned_partitions
+from stream.worker.partitions import engine_for, marks_for, owned_partitions, seen_for
 from stream.worker.supervision import to_the_end, unless_revoked
 from stream.worker.trace import trace_batch
 from stream.worker.transactions import (
     ack_all,
     commits_held,
-    records,
     send_in_transaction,
     write_state,
 )
@@ -159,15 +159,15 @@ def apply_event(
         REJECTED.labels(topic=origin.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, p, msg.offset, rejection)
         return
-    key = f"{p}|{ev.event_id}"
-    prior = applied.first_seen[p].get(key)
+    event_id = ev.event_id
+    prior = applied.first_seen[p].get(event_id)
     if prior is None:
-        prior = records(ctx.tables.seen).get(key)
+        prior = seen_for(ctx, p).get(event_id)
     seen = dedup.is_duplicate(prior, ev.ts, ctx.settings.dedup_horizon)
     if seen and not correction:
         applied.duplicates[origin.topic] += 1
         return
-    applied.first_seen[p][key] = ev.ts
+    applied.first_seen[p][event_id] = ev.ts  # the event's own id and time: held once
     slim(ev)  # held by its journeys from here on
     applied.admitted[p].append(Admitted(msg, origin, value, ev, correction, seen))
 
@@ -255,8 +255,9 @@ async def write_batch(ctx: Context, applied: Applied, next_offsets: dict[TP, int
     """Every state change of the batch into its partitions' open transactions."""
     app, tables = ctx.app, ctx.tables
     for p, ids in applied.first_seen.items():
-        await write_state(app, tables.seen, applied.tps[p], ids)
-        ctx.seen_index.add(p, ids)
+        updates = {dedup.table_key(p, event_id): ts for event_id, ts in ids.items()}
+        await write_state(app, tables.seen, applied.tps[p], updates, keep=not ctx.memory_store)
+        seen_for(ctx, p).add(ids)
     for p, counts in applied.minutes.items():
         data = tables.events_per_minute.data
         updates = {k: data.get(k, 0) + n for k, n in counts.items()}
@@ -297,13 +298,16 @@ async def persist_engine(ctx: Context, p: int, tp: TP) -> None:
 
 
 async def purge_seen(ctx: Context, horizon: float) -> None:
-    """Forget ids older than the horizon behind their partition's newest event."""
+    """Forget ids older than the horizon behind their partition's watermark."""
     # The engine's watermark is the partition's watermark over its sources
     # (restored from the watermarks table after a rebalance); -inf expires nothing.
-    marks = {p: engine_for(ctx, p).watermark for p in owned_partitions(ctx)}
-    old = ctx.seen_index.due(records(ctx.tables.seen), marks, horizon)
-    for p, keys in old.items():
-        tp = TP(ctx.settings.events_topic, p)
-        await write_state(ctx.app, ctx.tables.seen, tp, dict.fromkeys(keys))
-    if old:
-        log.info("dedup ids expired", extra={"count": sum(map(len, old.values()))})
+    forgotten = 0
+    for p in sorted(owned_partitions(ctx)):
+        old = seen_for(ctx, p).expire(engine_for(ctx, p).watermark, horizon)
+        if old:
+            tp = TP(ctx.settings.events_topic, p)
+            tombstones = dict.fromkeys(dedup.table_key(p, event_id) for event_id in old)
+            await write_state(ctx.app, ctx.tables.seen, tp, tombstones)
+            forgotten += len(old)
+    if forgotten:
+        log.info("dedup ids expired", extra={"count": forgotten})

@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 from stream import heap
-from stream.core import event_counts, money, state
+from stream.core import dedup, event_counts, money, state
 from stream.core.engine import Engine
 from stream.core.funnels import Funnel
 from stream.core.watermark import SourceMarks
@@ -81,10 +81,22 @@ def load_engines(ctx: Context, partitions: set[int]) -> None:
     with heap.bulk_load():
         journeys = state.by_partition(ctx.tables.journeys.data.keys(), partitions)
         counters = state.by_partition(ctx.tables.counters.data.keys(), partitions)
+        seen = dedup.by_partition(records(ctx.tables.seen).keys(), partitions)
         for p in sorted(partitions):  # one at a time: each one's parsed keys are let go
             ctx.engines[p] = build_engine(ctx, p, journeys.pop(p), counters.pop(p))
+            ctx.seen[p] = load_seen(ctx, p, seen.pop(p))
         if ctx.memory_store:
             shrink(ctx.tables.journeys)  # the engines hold them now (``build_engine``)
+            shrink(ctx.tables.seen)
+
+
+def load_seen(ctx: Context, p: int, own: list[str]) -> dedup.SeenIds:
+    """Partition ``p``'s de-dup ids from its table keys; with the memory store the
+    worker holds them from now on (``count.write_batch`` writes only the changelog)."""
+    seen = dedup.restored(p, own, records(ctx.tables.seen))
+    if ctx.memory_store:
+        drop_keys(ctx.tables.seen, own)
+    return seen
 
 
 def build_engine(ctx: Context, p: int, own: list[str], own_counters: list[str]) -> Engine:
@@ -133,6 +145,12 @@ def marks_for(ctx: Context, p: int) -> SourceMarks:
     """The partition's source marks (loaded with its engine)."""
     engine_for(ctx, p)
     return ctx.marks[p]
+
+
+def seen_for(ctx: Context, p: int) -> dedup.SeenIds:
+    """The partition's de-dup ids (loaded with its engine)."""
+    engine_for(ctx, p)
+    return ctx.seen[p]
 
 
 def load_report(ctx: Context, p: int, journeys: int, counters: int) -> dict[str, Any]:
@@ -250,7 +268,7 @@ async def on_revoked(ctx: Context) -> None:
             log.warning("commit on revoke failed", exc_info=True)
     had_engines = bool(ctx.engines)
     ctx.engines.clear()
-    ctx.seen_index.forget()
+    ctx.seen.clear()
     ctx.marks.clear()
     ctx.source_next.clear()
     ctx.sent_marks.clear()
@@ -265,7 +283,7 @@ def on_assigned(ctx: Context) -> None:
     ctx.last_batch.clear()
     ctx.tails.forget()
     ctx.engines.clear()  # rebuilt from the recovered tables on first use
-    ctx.seen_index.forget()  # rebuilt from the recovered de-dup table on first use
+    ctx.seen.clear()  # loaded from the recovered de-dup table with the engines
     ctx.marks.clear()
     ctx.source_next.clear()
     ctx.sent_marks.clear()

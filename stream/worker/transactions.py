@@ -214,13 +214,15 @@ async def write_state(
     check_not_revoked()
     data = table.data
     records: list[Record] = []
+    dropped = []
     for key, value in updates.items():
         if value is None or not keep:
-            drop_keys(table, (key,))
+            dropped.append(key)
         else:
             data[key] = value
         raw = None if value is None else orjson.dumps(value)
         records.append((source.partition, orjson.dumps(key), raw, None))
+    drop_keys(table, dropped)
     await send_records(app, source, table.changelog_topic.get_topic_name(), records)
 
 
