@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 
 from stream.core.engine import Changes, Key
-from stream.core.events import decode_stored, encode, slim
-from stream.core.journeys import Carry, Held, Item, Journey, in_order
+from stream.core.events import decode_stored, encode, parse_timestamp, slim
+from stream.core.journeys import Carry, Item, Journey, in_order
 
 
 def journey_key(partition: int, funnel: str, entity: str) -> str:
@@ -88,14 +88,12 @@ def _fields(carry: Carry) -> dict[str, Any]:
     return {f.name: getattr(carry, f.name) for f in fields(carry)}
 
 
-def decode_journey(
-    newest: float, carry: dict[str, Any] | None, items: list[tuple[float, str, str]]
-) -> Journey:
-    """A journey from its record's fields and its events' ``(ts, event_id, stored
-    event)``, the events decoded in one call (``events.decode_stored``)."""
-    events = decode_stored([raw for _, _, raw in items])
-    for (ts, _, _), event in zip(items, events, strict=True):
-        event.ts = ts  # the key's time: the event's own, as written
+def decode_journey(newest: float, carry: dict[str, Any] | None, raws: list[str]) -> Journey:
+    """A journey from its record's fields and its stored events, decoded in one call
+    (``events.decode_stored``)."""
+    events = decode_stored(raws)
+    for event in events:
+        event.ts = event.occurred_at.timestamp()  # as ``events.decode`` made it
         slim(event)
     return Journey(
         items=sorted(events, key=in_order),
@@ -103,6 +101,14 @@ def decode_journey(
         newest=newest,
         carry=None if carry is None else Carry(**{**carry, "seen": set(carry["seen"])}),
     )
+
+
+def stored_id(raw: str) -> tuple[float, str]:
+    """``(ts, event_id)`` of a stored event, the two that vary in its record's key:
+    ``ts`` from its ``occurred_at`` as ``events.decode`` makes it (the stored time
+    is that instant: ``events.encode``)."""
+    doc = orjson.loads(raw)
+    return parse_timestamp(doc["occurred_at"]), doc["event_id"]
 
 
 def next_offset_key(partition: int) -> str:
@@ -127,40 +133,37 @@ class StoredJourney:
     at once, and most journeys are never touched again before they expire
     (decoding a million of them took longer than reading the changelogs).
 
-    Its events are held as the recovered strings themselves, their record keys
-    (``[p, funnel, entity, ts, event_id]``) and stored events, parsed when
+    Its events are held as the recovered strings themselves, parsed when
     needed: a tuple, a float and an id made per restored event took a fifth of
     a restarted worker's memory, and the small objects made beside them to
     parse the records left it full of holes (issue #22: 1.6x the memory of the
-    worker that wrote the state)."""
+    worker that wrote the state). Their record keys (``[p, funnel, entity, ts,
+    event_id]``) are not kept either: what varies in them is in the event
+    (``stored_id``), and the key strings were ~100 of a restarted worker's
+    ~1 kB per journey."""
 
     newest: float | None  # None until its journey record is read
     carry: dict[str, Any] | None
-    # A journey of one event (most are) holds the two strings, not lists of
-    # one (``settle``): 128 bytes of a restarted worker's ~1 kB per journey.
-    keys: list[str] | str
+    # A journey of one event (most are) holds the string, not a list of one
+    # (``settle``).
     events: list[str] | str
 
     def load(self) -> Journey:
-        ids = self.item_ids()
-        raws = listed(self.events)
-        items = [(ts, event_id, raw) for (ts, event_id), raw in zip(ids, raws, strict=True)]
-        return decode_journey(self.newest, self.carry, items)
+        return decode_journey(self.newest, self.carry, listed(self.events))
 
     def item_ids(self) -> list[tuple[float, str]]:
         """``(ts, event_id)`` of its events: enough to delete their records."""
-        return [tuple(parse_key(key)[3:5]) for key in listed(self.keys)]
+        return [stored_id(raw) for raw in listed(self.events)]
 
     def settle(self) -> None:
-        """All its records are read: a single event's strings are held bare."""
-        if isinstance(self.keys, list) and len(self.keys) == 1:
-            self.keys, self.events = self.keys[0], self.events[0]
+        """All its records are read: a single event's string is held bare."""
+        if isinstance(self.events, list) and len(self.events) == 1:
+            self.events = self.events[0]
 
-    def take_head(self, key: list[Any], head: dict[str, Any]) -> None:
-        """Its journey record (``key``: parsed)."""
+    def take_head(self, head: dict[str, Any]) -> None:
+        """Its journey record."""
         self.newest, self.carry = head["newest"], head.get("carry")
-        for ts, event_id, raw in head.get("items", ()):  # a version that kept them here
-            self.keys.append(item_key(key[0], key[1], key[2], Held(ts, event_id)))
+        for _, _, raw in head.get("items", ()):  # a version that kept them here
             self.events.append(raw)
 
 
@@ -181,23 +184,22 @@ def load_journeys(records: Iterable[tuple[str, Any]]) -> tuple[Restored, int]:
             by_entity = found[key[1]] = {}
         journey = by_entity.get(key[2])
         if journey is None:
-            journey = by_entity[key[2]] = StoredJourney(None, None, [], [])
+            journey = by_entity[key[2]] = StoredJourney(None, None, [])
         if len(key) == 3:
-            journey.take_head(key, value)
+            journey.take_head(value)
         else:
-            journey.keys.append(text)
             journey.events.append(value)
     orphans = 0
     for by_entity in found.values():
         for entity in [e for e, j in by_entity.items() if j.newest is None]:
-            orphans += len(by_entity.pop(entity).keys)
+            orphans += len(listed(by_entity.pop(entity).events))
         for journey in by_entity.values():
             journey.settle()
     return found, orphans
 
 
 def listed(held: list[str] | str) -> list[str]:
-    """A stored journey's keys or events as a list (one is held bare)."""
+    """A stored journey's events as a list (one is held bare)."""
     return [held] if isinstance(held, str) else held
 
 

@@ -10,9 +10,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream.core import state
 from stream.core.engine import Engine
 from stream.core.events import decode, encode, slim
-from stream.core.journeys import Journey, packed, unpacked
+from stream.core.journeys import Held, Journey, packed, unpacked
 from tests.unit.test_engine_oracle import BASE, BUCKET, FUNNELS, LATENESS, generate, to_event
 
 SIGNUP = {"event_id": "b", "type": "signup", "visitor_id": "v", "user_id": "u"}
@@ -81,3 +82,28 @@ def test_a_slim_event_encodes_the_same_instant(when, offset_min):
     assert event.occurred_at is None
     again = decode(encode(event), now=float("inf"))
     assert again.ts == event.ts and again.occurred_at == local
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    when=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    offset_min=st.integers(-14 * 60, 14 * 60),
+    slimmed=st.booleans(),
+)
+def test_a_stored_event_gives_back_the_time_and_id_of_its_record_key(when, offset_min, slimmed):
+    """A restarted worker rebuilds an event record's key from the stored event
+    (``state.stored_id``; the keys are not kept): the same ``ts`` the key was
+    written with, for events stored slim (now) or whole (before 92bf24c)."""
+    local = when.astimezone(timezone(timedelta(minutes=offset_min)))
+    raw = orjson.dumps(
+        {"event_id": "e7", "type": "visit", "visitor_id": "v", "occurred_at": local.isoformat()}
+    )
+    event = decode(raw, now=float("inf"))
+    key = state.item_key(3, "shop", "v", event)
+    if slimmed:
+        slim(event)
+    ts, event_id = state.stored_id(state.dump_item(event))
+    assert (ts, event_id) == (event.ts, "e7")
+    assert state.item_key(3, "shop", "v", Held(ts, event_id)) == key
