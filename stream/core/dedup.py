@@ -119,6 +119,10 @@ def by_partition(keys: Iterable[str], partitions: set[int]) -> dict[int, list[st
 
 
 def restored(partition: int, keys: Iterable[str], table: Mapping[str, float]) -> SeenIds:
-    """A partition's ids from its table keys (``"p|event_id"``) and their times."""
+    """A partition's ids from its table keys (``"p|event_id"``) and their times.
+
+    The times are copies (``+ 0.0`` makes a new float), like the ids: the
+    recovered ones sit among the table keys the worker lets go after loading,
+    and kept, they kept that memory from being returned (``state.held_copy``)."""
     cut = len(f"{partition}|")
-    return SeenIds({key[cut:]: table[key] for key in keys if table[key] is not None})
+    return SeenIds({key[cut:]: table[key] + 0.0 for key in keys if table[key] is not None})

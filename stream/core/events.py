@@ -296,16 +296,16 @@ def decode(raw: bytes, expected_type: str | None = None, now: float | None = Non
 _list_decoder = msgspec.json.Decoder(list[AnyEvent])
 
 
-def decode_stored(raws: list[str]) -> list[AnyEvent]:
+def decode_stored(raws: list[bytes]) -> list[AnyEvent]:
     """Events as the worker stored them (each valid when it was written), decoded in
     one call: a restarted worker loads a million of them. ``ts`` is left for the
-    caller, which has it in the record's key. A list that does not decode (an event
+    caller (``state.decode_journey``). A list that does not decode (an event
     stored by a version with another schema) is decoded one by one, so the
     failing one is named."""
     try:
-        return _list_decoder.decode(("[" + ",".join(raws) + "]").encode())
-    except (msgspec.DecodeError, UnicodeEncodeError):
-        return [decode(raw.encode(), now=float("inf")) for raw in raws]
+        return _list_decoder.decode(b"[" + b",".join(raws) + b"]")
+    except msgspec.DecodeError:
+        return [decode(raw, now=float("inf")) for raw in raws]
 
 
 def encode(event: Event) -> bytes:

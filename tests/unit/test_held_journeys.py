@@ -104,6 +104,6 @@ def test_a_stored_event_gives_back_the_time_and_id_of_its_record_key(when, offse
     key = state.item_key(3, "shop", "v", event)
     if slimmed:
         slim(event)
-    ts, event_id = state.stored_id(state.dump_item(event))
+    ts, event_id = state.stored_id(state.held_copy(state.dump_item(event)))
     assert (ts, event_id) == (event.ts, "e7")
     assert state.item_key(3, "shop", "v", Held(ts, event_id)) == key

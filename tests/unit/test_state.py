@@ -215,5 +215,5 @@ def test_events_load_whichever_record_comes_first_and_orphans_are_counted() -> N
     found, orphans = state.load_journeys(records)
     assert orphans == 1 and "v9" not in found["shop"]
     assert found["shop"]["v1"].item_ids() == [(ev.ts, "e1")]
-    assert isinstance(found["shop"]["v1"].events, str)  # one event: no list of one
+    assert isinstance(found["shop"]["v1"].events, bytes)  # one event: no list of one
     assert encode(found["shop"]["v1"].load().items[0]) == encode(ev)
