@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stream.core.compaction import append_cut, carry_after, settled_cut
-from stream.core.funnels import Funnel
+from stream.core.funnels import Funnel, Step
 from stream.core.journeys import (
     UNKNOWN,
     Carry,
@@ -140,6 +140,18 @@ def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_
     return f"{prefix}:inf"
 
 
+def _takes(funnel: Funnel, steps: tuple[Step, ...], event: Any) -> bool:
+    """Whether ``event``, of a type ``funnel`` may count (``steps``: the steps its
+    type may match; none when its type alone matches one), counts in it."""
+    if funnel.mode in LEDGER_TYPES:
+        return True
+    if getattr(event, funnel.entity, None) is None:
+        return False
+    if funnel.mode == "pipeline":
+        return event.type == "call" or funnel.pipeline in (None, event.pipeline)
+    return not steps or any(step.matches(event) for step in steps)
+
+
 def cents(amount: float) -> int:
     return round(amount * CENTS)
 
@@ -194,6 +206,7 @@ class Engine:
         # Per funnel, the horizon entities were last expired behind (one scan a step).
         self.expired_to: dict[str, float] = {}
         self.late: Counter[str] = Counter()
+        self._by_type: dict[str, list[tuple[Funnel, tuple[Step, ...]]]] = {}
         # What changed since the caller last persisted (see ``take_changes``).
         self.dirty_journeys: set[tuple[str, str]] = set()
         self.dirty_counters: set[Key] = set()
@@ -221,7 +234,7 @@ class Engine:
 
     def is_late(self, event: Any) -> bool:
         """Whether the event is late for any funnel it belongs to, or past retention."""
-        return self._late_in(event.ts, [f for f in self.funnels if self._relevant(f, event)])
+        return self._late_in(event.ts, self._relevant_funnels(event))
 
     def _late_in(self, ts: float, relevant: list[Funnel]) -> bool:
         if ts < self.watermark - self.retention:
@@ -229,7 +242,7 @@ class Engine:
         return any(ts < self.late_before(f) for f in relevant)
 
     def relevant_funnels(self, event: Any) -> list[str]:
-        return [f.name for f in self.funnels if self._relevant(f, event)]
+        return [f.name for f in self._relevant_funnels(event)]
 
     def process(self, event: Any, replace: bool = False) -> bool:
         """Apply one valid, de-duplicated event; False if it is late (then applied nowhere).
@@ -242,7 +255,7 @@ class Engine:
         corrected event come in the first place.
         """
         ts = event.ts
-        relevant = [f for f in self.funnels if self._relevant(f, event)]
+        relevant = self._relevant_funnels(event)
         if self._late_in(ts, relevant):
             for funnel in relevant:
                 self.late[funnel.name] += 1
@@ -341,17 +354,36 @@ class Engine:
         self.dropped.extend((funnel.name, entity, item) for item in dropped)
 
     def _relevant(self, funnel: Funnel, event: Any) -> bool:
-        if funnel.mode in LEDGER_TYPES:
-            return event.type == LEDGER_TYPES[funnel.mode]
-        if getattr(event, funnel.entity, None) is None:
-            return False
-        if funnel.mode == "pipeline":
-            if event.type == "call":  # a call of the deal: lead response time
-                return funnel.entity == "deal_id"
-            return event.type == "deal_stage" and (
-                funnel.pipeline is None or event.pipeline == funnel.pipeline
-            )
-        return any(step.matches(event) for step in funnel.steps)
+        """Whether ``event`` counts in ``funnel``."""
+        return any(f is funnel for f in self._relevant_funnels(event))
+
+    def _relevant_funnels(self, event: Any) -> list[Funnel]:
+        """The funnels ``event`` counts in, in the engine's order. What its type
+        alone decides is worked out once per type (``_by_type``): asking every
+        step of every funnel was a tenth of a replay (issue #22)."""
+        candidates = self._by_type.get(event.type)
+        if candidates is None:
+            candidates = self._by_type[event.type] = self._candidates(event.type)
+        return [f for f, steps in candidates if _takes(f, steps, event)]
+
+    def _candidates(self, kind: str) -> list[tuple[Funnel, tuple[Step, ...]]]:
+        """The funnels an event of type ``kind`` may count in, each with the steps
+        it may match (sequences; empty for the others)."""
+        out = []
+        for funnel in self.funnels:
+            steps: tuple[Step, ...] = ()
+            if funnel.mode in LEDGER_TYPES:
+                may = kind == LEDGER_TYPES[funnel.mode]
+            elif funnel.mode == "pipeline":  # a call of the deal: lead response time
+                may = kind == "deal_stage" or (kind == "call" and funnel.entity == "deal_id")
+            else:
+                steps = tuple(step for step in funnel.steps if step.may_match(kind))
+                may = bool(steps)
+                if any(step.match.keys() == {"type"} for step in steps):
+                    steps = ()  # its type is enough
+            if may:
+                out.append((funnel, steps))
+        return out
 
     def _append(self, funnel: Funnel, journey: Journey, item: Item) -> None:
         """A sequence event after every other of its journey: add what it counts.
@@ -369,7 +401,8 @@ class Engine:
             attempt = attempts[-1]
             groups = self._groups(funnel, attempt["attr"])
             self._step_keys(funnel.name, attempt, len(attempt["times"]) - 1, groups, added)
-        found = orders(funnel, items, carry)[0]
+        # Only an event of the last step can be a new order: the others need no scan.
+        found = orders(funnel, items, carry)[0] if funnel.steps[-1].matches(item) else ()
         if found and found[-1][1] is item:
             starts = [a["t0"] for a in attempts]
             touch = order_touch(funnel, found[-1], starts, attempts, carry)
@@ -380,11 +413,8 @@ class Engine:
     def _add_all(self, whole: Counter[Key] | None, added: Counter[Key]) -> None:
         """Add ``added`` to the counters and to a journey's contributions (``whole``,
         where it keeps them)."""
-        horizon = self.retained_after()
         shared = self.keys.setdefault
-        for key, n in added.items():
-            if n:
-                self._change(shared(key, key), n, horizon, whole)
+        self._apply([(shared(key, key), n) for key, n in added.items() if n], whole)
 
     def _recompute(self, funnel: Funnel, journey: Journey) -> None:
         new = self._contributions(funnel, journey.items, journey.carry)
@@ -421,38 +451,40 @@ class Engine:
         """Move the counters by ``new - old`` (and ``whole``, the journey's total,
         when ``old`` and ``new`` are only its tail); ``new`` with the engine's shared
         keys. ``old`` is used up."""
-        horizon = self.retained_after()
         shared = self.keys.setdefault
         out: Counter[Key] = Counter()
+        changes = []
         for key, n in new.items():
             key = shared(key, key)
             out[key] = n
             delta = n - old.pop(key, 0)
             if delta:
-                self._change(key, delta, horizon, whole)
-        for key, was in old.items():  # no longer counted
-            if was:
-                self._change(key, -was, horizon, whole)
+                changes.append((key, delta))
+        changes += [(key, -was) for key, was in old.items() if was]  # no longer counted
+        self._apply(changes, whole)
         return out
 
-    def _change(self, key: Key, delta: int, horizon: float, whole: Counter | None) -> None:
-        if whole is not None:
-            whole[key] += delta
-        if key[3] >= horizon:  # buckets past retention stay dropped
-            self._add(key, delta)
-
-    def _add(self, key: Key, delta: int) -> None:
-        counters = self.counters
-        held = counters.get(key)
-        n = (held or 0) + delta
-        if held is None:
-            self.buckets.setdefault(key[3], set()).add(key)
-        if n:
-            counters[key] = n
-        else:
-            del counters[key]
-            self.buckets[key[3]].discard(key)
-        self.dirty_counters.add(key)
+    def _apply(self, changes: list[tuple[Key, int]], whole: Counter | None) -> None:
+        """Add each (shared key, delta) to the counters, except in buckets past
+        retention (they stay dropped), and to ``whole`` where given. One loop, not
+        a call per key: those calls were a tenth of a replay (issue #22)."""
+        horizon = self.retained_after()
+        counters, buckets, dirty = self.counters, self.buckets, self.dirty_counters
+        for key, delta in changes:
+            if whole is not None:
+                whole[key] += delta
+            if key[3] < horizon:
+                continue
+            held = counters.get(key)
+            if held is None:
+                buckets.setdefault(key[3], set()).add(key)
+                counters[key] = delta
+            elif held + delta:
+                counters[key] = held + delta
+            else:
+                del counters[key]
+                buckets[key[3]].discard(key)
+            dirty.add(key)
 
     def _counted(self, funnel: Funnel, items: list[Item], carry: Carry | None) -> Counter[Key]:
         """What ``items`` count, with the engine's one shared tuple per key."""

@@ -41,9 +41,18 @@ class Step:
     def matches(self, event: Any) -> bool:
         for key, allowed in self.match.items():
             value = event.type if key == "type" else getattr(event, key, None)
-            if value is None or str(value) not in allowed:
+            if value is None:
+                return False
+            if value.__class__ is not str:  # str() of a str is a call per step (issue #22)
+                value = str(value)
+            if value not in allowed:
                 return False
         return True
+
+    def may_match(self, kind: str) -> bool:
+        """Whether an event of type ``kind`` can match this step at all."""
+        allowed = self.match.get("type")
+        return allowed is None or kind in allowed
 
 
 @dataclass(frozen=True)
