@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from stream.core import dedup, money
 from stream.core.engine import Engine
 from stream.core.events import Rejection, parse_timestamp
@@ -25,16 +27,23 @@ from stream.core.watermark import SourceMarks
 from stream.tools.files import read_events
 
 
+class _Typed(msgspec.Struct):
+    """A line's ``type`` alone: the other fields are skipped, not built."""
+
+    type: Any = None
+
+
+_typed = msgspec.json.Decoder(_Typed)
+
+
 def last_lines(path: Path) -> dict[str, int]:
     """The last line of each event type in the file (a cheap pass: no validation)."""
-    import orjson
-
     last: dict[str, int] = {}
     with path.open("rb") as fh:
         for lineno, line in enumerate(fh, start=1):
             try:
-                kind = orjson.loads(line).get("type")
-            except (orjson.JSONDecodeError, AttributeError):
+                kind = _typed.decode(line).type
+            except msgspec.DecodeError:  # not a JSON object (validation names it)
                 continue
             if isinstance(kind, str):
                 last[kind] = lineno
@@ -75,6 +84,8 @@ def run_engine(
     seen: dict[str, float] = {}
     counts = {"valid": 0, "invalid": 0, "duplicate": 0, "late": 0}
     last = last_lines(path)
+    ends = sorted(last.values())  # the lines after which a type is finished
+    finished: dict[str, int] = {}
     marks = SourceMarks()
     for lineno, _, result in read_events(path, progress=progress):
         if isinstance(result, Rejection):
@@ -85,9 +96,13 @@ def run_engine(
         counts[outcome] += 1
         if outcome == "late":
             print(f"{path}:{lineno}: late: {late_message(engine, result)}", file=err)
-        marks.deliver(result.type, result.ts)
-        finished = {kind: 0 for kind, n in last.items() if n <= lineno}
-        engine.advance(marks.advance(last, finished))
+        moved = marks.deliver(result.type, result.ts)
+        if ends and ends[0] <= lineno:  # a type's last line passed
+            finished = {kind: 0 for kind, n in last.items() if n <= lineno}
+            ends = [n for n in ends if n > lineno]
+            moved = True
+        if moved:  # else the watermark cannot change
+            engine.advance(marks.advance(last, finished))
     return engine, counts
 
 
