@@ -7,6 +7,7 @@ events or other counts) or moves it too early (events called late)."""
 
 from __future__ import annotations
 
+import io
 import random
 from pathlib import Path
 
@@ -35,10 +36,12 @@ def replayed(tmp: Path, name: str, events: list, junk_at: int | None = None):
         lines.insert(junk_at, b'{"type": "visit", not json')
     path = tmp / name
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return run_engine(path, FUNNELS, BUCKET, LATENESS, HORIZON, err=open("/dev/null", "w"))
+    return run_engine(path, FUNNELS, BUCKET, LATENESS, HORIZON, err=io.StringIO())
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(seed=st.integers(0, 10_000), n=st.integers(5, 120))
 def test_types_one_after_another_count_as_in_time_order(tmp_path: Path, seed: int, n: int) -> None:
     events = timed_events(seed, n)
