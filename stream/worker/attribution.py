@@ -16,24 +16,27 @@ from redis.exceptions import RedisError
 from stream.net import redacted_url
 from stream.worker.context import Context
 from stream.worker.metrics import ATTRIBUTED, HELD, REDIS_UP
-from stream.worker.tracking_store import attribute
+from stream.worker.tracking_store import attribute_all
 
 log = logging.getLogger("stream.worker")
 
 MAX_DELAY = 5.0  # seconds between retries while Redis is down
 
 
-async def enrich(ctx: Context, ev: Any, raw: bytes, msg: Any) -> tuple[bytes, list[bytes]]:
-    """The event's bytes with the call-tracking touch filled in, once Redis answers,
-    and corrections of deal events that waited for this call."""
+async def enrich(
+    ctx: Context, batch: list[tuple[Any, bytes, Any]]
+) -> list[tuple[bytes, list[bytes]]]:
+    """Each (event, bytes, message) of a batch: its bytes with the call-tracking
+    touch filled in, once Redis answers, and corrections of deal events that
+    waited for its call; the batch in a few Redis round trips (``attribute_all``)."""
     delay, since = 0.5, None
     while True:
         try:
-            raw, result, fixes = await attribute(ctx.store, ev, raw)
+            results = await attribute_all(ctx.store, [(ev, raw) for ev, raw, _ in batch])
         except RedisError as exc:
             if since is None:
                 since = time.monotonic()
-                redis_down(ctx, exc, msg)
+                redis_down(ctx, exc, batch[0][2])
             HELD.set(1)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
@@ -45,10 +48,11 @@ async def enrich(ctx: Context, ev: Any, raw: bytes, msg: Any) -> tuple[bytes, li
                 "Redis is back: attributing held events",
                 extra={"held_s": round(time.monotonic() - since, 1)},
             )
-        ATTRIBUTED.labels(type=ev.type, result=result).inc()
-        if fixes:
-            ATTRIBUTED.labels(type="deal_stage", result="corrected").inc(len(fixes))
-        return raw, fixes
+        for (ev, _, _), (_, result, fixes) in zip(batch, results, strict=True):
+            ATTRIBUTED.labels(type=ev.type, result=result).inc()
+            if fixes:
+                ATTRIBUTED.labels(type="deal_stage", result="corrected").inc(len(fixes))
+        return [(raw, fixes) for raw, _, fixes in results]
 
 
 def redis_down(ctx: Context, exc: Exception, msg: Any) -> None:

@@ -41,8 +41,11 @@ from stream.worker.transactions import Record, ack_all, commits_held, send_recor
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.2
 
-# (event bytes attributed, corrections of events sent before: same ids, filled in)
-Enrich = Callable[[Context, Any, bytes, Any], Awaitable[tuple[bytes, list[bytes]]]]
+# Per (event, bytes, message) of a batch: (event bytes attributed, corrections of
+# events sent before: same ids, filled in)
+Enrich = Callable[
+    [Context, list[tuple[Any, bytes, Any]]], Awaitable[list[tuple[bytes, list[bytes]]]]
+]
 Outgoing = tuple[Any, str, bytes | None, bytes, list[tuple[str, bytes]]]
 Routed = tuple[TP, int, Item]  # (input partition, counting partition, the event)
 
@@ -62,13 +65,18 @@ async def normalise_batch(
     events (attributed by ``enrich`` where given) re-keyed to the events topic."""
     now = time.time()
     messages, next_offsets, holes = await continuous(ctx.refetcher, batch, ctx.source_next.get)
-    letters, routed, newest = [], [], {}
+    letters, valid = [], []
     for msg in messages:
-        dead, items, ts = await route(ctx, msg, enrich, now)
+        ev, dead = checked(ctx, msg, now)
         letters += dead
-        routed += items
-        if ts is not None and ts > newest.get(msg.tp, float("-inf")):
-            newest[msg.tp] = ts
+        if ev is not None:
+            valid.append((ev, msg.value, msg))
+    sent = await enrich(ctx, valid) if enrich and valid else [(raw, []) for _, raw, _ in valid]
+    routed, newest = [], {}
+    for (ev, _, msg), (raw, fixes) in zip(valid, sent, strict=True):
+        routed += routes(ctx, msg, ev, raw, fixes)
+        if ev.ts > newest.get(msg.tp, float("-inf")):
+            newest[msg.tp] = ev.ts
     marks = {tp: max(ctx.sent_marks.get(tp, NONE), newest.get(tp, NONE)) for tp in next_offsets}
     sends = by_transaction(letters)
     for key, records in bundled(ctx, routed, marks, next_offsets).items():
@@ -92,29 +100,27 @@ async def send_and_ack(
     mark_handled(ctx.app, holes)  # with the acks: no await between
 
 
-async def route(
-    ctx: Context, msg: Any, enrich: Enrich | None, now: float
-) -> tuple[list[Outgoing], list[Routed], float | None]:
-    """Where one input message goes: the dead-letter topic, or the counting partition
-    of its entity (with any corrections ``enrich`` makes); with the event time of a
-    valid event."""
+def checked(ctx: Context, msg: Any, now: float) -> tuple[Any | None, list[Outgoing]]:
+    """One input message decoded and validated: its event, or its dead letter."""
     raw = msg.value if msg.value is not None else b""
     try:
-        ev = decode(raw, ctx.topic_type[msg.topic], now)
+        return decode(raw, ctx.topic_type[msg.topic], now), []
     except Rejection as rejection:
         REJECTED.labels(topic=msg.topic, reason=rejection.reason).inc()
         ctx.reject_log.rejected(msg.topic, msg.partition, msg.offset, rejection)
         headers = dead_letter_headers(rejection, msg.topic, msg.partition, msg.offset)
-        return [(msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)], [], None
-    fixes: list[bytes] = []
-    if enrich is not None:
-        raw, fixes = await enrich(ctx, ev, raw, msg)
+        return None, [(msg.tp, ctx.settings.dead_letter_topic, msg.key, raw, headers)]
+
+
+def routes(ctx: Context, msg: Any, ev: Any, raw: bytes, fixes: list[bytes]) -> list[Routed]:
+    """Where a valid event goes: the counting partition of its entity, and each
+    correction ``enrich`` made to the partition of the event it corrects."""
     n = ctx.settings.partitions
     routed = [(msg.tp, partition_for(entity_of(ev).encode(), n), Item(EVENT, msg.offset, raw))]
-    for fix in fixes:  # each to the partition of the event it corrects
+    for fix in fixes:
         entity = entity_of(decode(fix, now=float("inf"))).encode()
         routed.append((msg.tp, partition_for(entity, n), Item(CORRECTION, msg.offset, fix)))
-    return [], routed, ev.ts
+    return routed
 
 
 def by_transaction(out: list[Outgoing]) -> dict[tuple[TP, str], list[Record]]:

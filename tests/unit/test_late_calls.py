@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.events import decode
-from stream.worker.tracking_store import attribute
+from stream.worker.tracking_store import CAME, attribute, attribute_all
 
 NUMBERS = {  # number -> the touch a call to it gets (a lease, a static number, none)
     "+15555550100": {"channel": "paid", "campaign": "alpha", "keyword": "red", "visitor_id": "v1"},
@@ -56,6 +56,20 @@ class MemoryStore:
         self.waiting.setdefault(call_id, []).append(raw)
         return None
 
+    # The batch methods, one step after another in order, as a Redis pipeline runs them.
+
+    async def touches_of_numbers(self, asks: list) -> list:
+        return [await self.touch_of_number(number, at) for number, at in asks]
+
+    async def calls_and_waits(self, asks: list) -> list:
+        return [
+            await (self.call_came(c, x) if kind == CAME else self.touch_of_call_or_wait(c, x))
+            for kind, c, x in asks
+        ]
+
+    async def touches_of_visitors(self, visitor_ids: list) -> list:
+        return [await self.touch_of_visitor(v) for v in visitor_ids]
+
 
 def crm_log(seed: int, n: int) -> list[bytes]:
     rng = random.Random(seed)
@@ -79,20 +93,38 @@ def crm_log(seed: int, n: int) -> list[bytes]:
     return out
 
 
-def finals(log: list[bytes]) -> dict[str, dict]:
+def finals(log: list[bytes], batches: int | None = None) -> dict[str, dict]:
     """Each deal event's last word: its correction if one was sent, else itself."""
-    store = MemoryStore({"v1": {"channel": "email", "campaign": "newsletter", "medium": "mail"}})
     out: dict[str, dict] = {}
+    for event, (sent, _, fixes) in attributed(log, batches):
+        if event.type == "deal_stage":
+            out.setdefault(event.event_id, orjson.loads(sent))
+        for fix in fixes:
+            doc = orjson.loads(fix)
+            out[doc["event_id"]] = doc
+    return out
+
+
+def attributed(log: list[bytes], batches: int | None = None) -> list[tuple[Any, tuple]]:
+    """Each event with what ``attribute`` made of it (bytes sent, result, corrections):
+    the log one event at a time, or (``batches``: a seed) in batches of random
+    sizes through ``attribute_all``, as the worker sends them."""
+    store = MemoryStore({"v1": {"channel": "email", "campaign": "newsletter", "medium": "mail"}})
+    out: list[tuple[Any, tuple]] = []
+    events = [(decode(raw, now=float("inf")), raw) for raw in log]
+    rng = random.Random(batches)
+    cuts = sorted(rng.sample(range(1, len(log)), rng.randrange(len(log)))) if batches else []
+    if batches is None:
+        cuts = list(range(1, len(log)))
+    chunks = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True)]
 
     async def run() -> None:
-        for raw in log:
-            event = decode(raw, now=float("inf"))
-            sent, _, fixes = await attribute(store, event, raw)
-            if event.type == "deal_stage":
-                out.setdefault(event.event_id, orjson.loads(sent))
-            for fix in fixes:
-                doc = orjson.loads(fix)
-                out[doc["event_id"]] = doc
+        for chunk in chunks:
+            if len(chunk) == 1:
+                results = [await attribute(store, *chunk[0])]
+            else:
+                results = await attribute_all(store, chunk)
+            out.extend((event, result) for (event, _), result in zip(chunk, results, strict=True))
 
     asyncio.run(run())
     return out
@@ -106,6 +138,18 @@ def test_deal_events_end_as_if_their_calls_had_come_first(seed, n, shuffle):
     random.Random(shuffle).shuffle(arrival)
     calls_first = sorted(log, key=lambda raw: b'"type":"call"' not in raw)
     assert finals(arrival) == finals(calls_first)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 10**9), n=st.integers(1, 40), shuffle=st.integers(0, 10**9))
+def test_batches_attribute_as_one_event_after_another(seed, n, shuffle):
+    """A batch's events in three store round trips (``attribute_all``) come out
+    exactly as the same events one by one: each sent as it would be, with the same
+    result and corrections (a deal after its call in the batch sees its touch, one
+    before it waits and is corrected)."""
+    log = crm_log(seed, n)
+    random.Random(shuffle).shuffle(log)
+    assert attributed(log, batches=shuffle) == attributed(log)
 
 
 def test_a_deal_that_waited_gets_its_calls_touch_not_its_visitors():
