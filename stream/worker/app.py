@@ -30,6 +30,7 @@ from stream.core.tracking import load_tracking
 from stream.faust_fixes.bulk_recovery import BulkRecovery
 from stream.faust_fixes.fenced_transactions import on_fenced
 from stream.faust_fixes.missing_offsets import Refetcher
+from stream.faust_fixes.raw_schema import RawSchema
 from stream.kafka.client import (
     MissingTopics,
     client_options,
@@ -149,7 +150,7 @@ def create_app(settings: Settings, web_port: int | None = None) -> faust.App:
 def add_agents(app: faust.App, ctx: Context) -> None:
     """The three agents, in this order (it numbers the transactional ids' topic groups)."""
     settings = ctx.settings
-    raw = {"value_type": bytes, "key_type": bytes}
+    raw = {"schema": RawSchema()}  # faust_fixes/raw_schema.py
     shop = app.topic(*(t for k, t in settings.topics.items() if k not in CRM_TYPES), **raw)
     crm = app.topic(*(settings.topics[k] for k in CRM_TYPES), **raw)
     events = app.topic(settings.events_topic, partitions=settings.partitions, internal=True, **raw)

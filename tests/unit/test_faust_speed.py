@@ -153,3 +153,33 @@ def test_installed_once_on_fausts_consumer_and_recovery() -> None:
     assert recovery.asyncio.Event is asyncio.Event  # the rest is asyncio's
     assert asyncio.wait_for is not wait_for
     assert Consumer.wait_first.funnel_fixed
+
+
+def test_raw_schema_makes_the_event_fausts_raw_schema_makes() -> None:
+    """faust_fixes/raw_schema.py: the same key, value, headers and message as Faust's
+    own decode of a raw topic, for keys and values present and absent."""
+    import faust
+    from faust.types import TP
+    from faust.types.tuples import Message
+
+    from stream.faust_fixes.raw_schema import RawSchema
+
+    app = faust.App("raw-schema-test", broker="memory://")
+    theirs = faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    ).compile(app)
+    ours = RawSchema().compile(app)
+
+    def message(key: bytes | None, value: bytes | None) -> Message:
+        headers = [("funnel-source", b"shop.visits:3")]
+        return Message("t", 3, 42, 1.0, 0, headers, key, value, None, tp=TP("t", 3))
+
+    async def both(msg: Message) -> tuple:
+        return await theirs(msg, propagate=True), await ours(msg, propagate=True)
+
+    for key, value in [(b"v1", b'{"type":"visit"}'), (None, b"x"), (b"k", None), (None, None)]:
+        msg = message(key, value)
+        a, b = asyncio.run(both(msg))
+        assert type(a) is type(b)
+        assert (a.key, a.value, a.headers, a.message) == (b.key, b.value, b.headers, b.message)
+        assert (b.key, b.value) == (key, value)
