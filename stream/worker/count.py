@@ -44,7 +44,6 @@ from stream.worker.dead_letters import (
     origin_of,
 )
 from stream.worker.metrics import DUPLICATES, EVENTS, LATE_TOTAL, REJECTED
-from stream.worker.normalise import BATCH_WITHIN
 from stream.worker.offsets import continuous, mark_handled
 from stream.worker.partitions import engine_for, marks_for, owned_partitions, seen_for
 from stream.worker.supervision import to_the_end, unless_revoked
@@ -73,8 +72,17 @@ class Applied:
     admitted: dict[int, list[Admitted]] = field(default_factory=lambda: defaultdict(list))
 
 
+# Seconds the counting stage waits for a batch to fill. Bundles come in bursts, at
+# each commit of the normalising stage (read_committed), and a batch of
+# COUNT_BATCH bundles is some 6,000 events: below a backlog it never fills, so
+# each batch waited the whole wait. 0.2 s (the normalising stage's) added about
+# 0.1 s to the median produce-to-API latency at 5,000 events/s
+# (``python -m bench.latency``; docs/capacity.md), with no throughput gained.
+COUNT_WITHIN = 0.05
+
+
 async def run(ctx: Context, stream: faust.StreamT) -> None:
-    async for batch in stream.take_events(bundles.COUNT_BATCH, within=BATCH_WITHIN):
+    async for batch in stream.take_events(bundles.COUNT_BATCH, within=COUNT_WITHIN):
         ctx.delivered(batch)
         await unless_revoked("count", batch, count_batch(ctx, stream, batch))
         ctx.delivered(batch)
