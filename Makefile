@@ -6,7 +6,7 @@ FUNNEL := $(VENV)/bin/funnel
 
 
 .PHONY: test-chaos soak
-.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-scale bench-peer bench-latency bench-backlog bench-collector k8s-check
+.PHONY: run test lint format unit integration stack-up stack-down stack-status install clean bench bench-quick bench-profile bench-decode bench-replay bench-scale bench-peer bench-latency bench-backlog bench-collector k8s-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,10 @@ bench-profile: install
 
 bench-decode: install
 	$(PY) -m bench.decode
+
+## make bench-replay: the engine alone (funnel replay of the bench log), best and median of 5 runs
+bench-replay: install
+	$(PY) -m bench.replay
 
 ## make bench-collector: the HTTP collector vs a raw producer, and its latency at 5k events/s
 bench-collector: install
