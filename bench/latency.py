@@ -13,7 +13,8 @@ production order, as the count is monotone). Figures per rate: p50, p99, max,
 and whether the worker kept up (the achieved consumption rate).
 The floor is set by the transactions: the counting stage reads the internal
 topic read_committed, so an event waits for the normalising stage's commit
-(FUNNEL_COMMIT_INTERVAL, default 1 s) plus both stages' batching (0.2 s).
+(FUNNEL_COMMIT_INTERVAL, default 0.2 s) plus the stages' batching (0.2 s to
+normalise, 0.05 s to count).
 Results: bench/results/latency.json.
 """
 
