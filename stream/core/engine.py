@@ -140,16 +140,17 @@ def ttc_metric(delay: float, prefix: str = "ttc", bounds: tuple[int, ...] = TTC_
     return f"{prefix}:inf"
 
 
-def _takes(funnel: Funnel, steps: tuple[Step, ...], event: Any) -> bool:
-    """Whether ``event``, of a type ``funnel`` may count (``steps``: the steps its
-    type may match; none when its type alone matches one), counts in it."""
+def _takes(funnel: Funnel, steps: tuple[Step, ...] | None, event: Any) -> bool:
+    """Whether ``event``, of a type ``funnel`` may count in, counts in it
+    (``steps``: the sequence steps its type may match; None when its type alone
+    matches one)."""
     if funnel.mode in LEDGER_TYPES:
         return True
     if getattr(event, funnel.entity, None) is None:
         return False
     if funnel.mode == "pipeline":
         return event.type == "call" or funnel.pipeline in (None, event.pipeline)
-    return not steps or any(step.matches(event) for step in steps)
+    return steps is None or any(step.matches(event) for step in steps)
 
 
 def cents(amount: float) -> int:
@@ -206,7 +207,7 @@ class Engine:
         # Per funnel, the horizon entities were last expired behind (one scan a step).
         self.expired_to: dict[str, float] = {}
         self.late: Counter[str] = Counter()
-        self._by_type: dict[str, list[tuple[Funnel, tuple[Step, ...]]]] = {}
+        self._by_type: dict[str, list[tuple[Funnel, tuple[Step, ...] | None]]] = {}
         # What changed since the caller last persisted (see ``take_changes``).
         self.dirty_journeys: set[tuple[str, str]] = set()
         self.dirty_counters: set[Key] = set()
@@ -366,12 +367,12 @@ class Engine:
             candidates = self._by_type[event.type] = self._candidates(event.type)
         return [f for f, steps in candidates if _takes(f, steps, event)]
 
-    def _candidates(self, kind: str) -> list[tuple[Funnel, tuple[Step, ...]]]:
-        """The funnels an event of type ``kind`` may count in, each with the steps
-        it may match (sequences; empty for the others)."""
+    def _candidates(self, kind: str) -> list[tuple[Funnel, tuple[Step, ...] | None]]:
+        """The funnels an event of type ``kind`` may count in, each with the
+        sequence steps it may match (``_takes``)."""
         out = []
         for funnel in self.funnels:
-            steps: tuple[Step, ...] = ()
+            steps: tuple[Step, ...] | None = ()
             if funnel.mode in LEDGER_TYPES:
                 may = kind == LEDGER_TYPES[funnel.mode]
             elif funnel.mode == "pipeline":  # a call of the deal: lead response time
@@ -380,7 +381,7 @@ class Engine:
                 steps = tuple(step for step in funnel.steps if step.may_match(kind))
                 may = bool(steps)
                 if any(step.match.keys() == {"type"} for step in steps):
-                    steps = ()  # its type is enough
+                    steps = None  # its type is enough
             if may:
                 out.append((funnel, steps))
         return out

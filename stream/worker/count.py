@@ -75,9 +75,9 @@ class Applied:
 # Seconds the counting stage waits for a batch to fill. Bundles come in bursts, at
 # each commit of the normalising stage (read_committed), and a batch of
 # COUNT_BATCH bundles is some 6,000 events: below a backlog it never fills, so
-# each batch waited the whole wait. 0.2 s (the normalising stage's) added about
-# 0.1 s to the median produce-to-API latency at 5,000 events/s
-# (``python -m bench.latency``; docs/capacity.md), with no throughput gained.
+# each batch waited the whole wait. At 0.2 s (the normalising stage's) the median
+# produce-to-API latency at 1,000 events/s was 0.44 s, at 0.05 s 0.25-0.27 s
+# (``python -m bench.latency``; docs/capacity.md), throughput unchanged.
 COUNT_WITHIN = 0.05
 
 

@@ -112,10 +112,11 @@ def attributed(log: list[bytes], batches: int | None = None) -> list[tuple[Any, 
     store = MemoryStore({"v1": {"channel": "email", "campaign": "newsletter", "medium": "mail"}})
     out: list[tuple[Any, tuple]] = []
     events = [(decode(raw, now=float("inf")), raw) for raw in log]
-    rng = random.Random(batches)
-    cuts = sorted(rng.sample(range(1, len(log)), rng.randrange(len(log)))) if batches else []
     if batches is None:
-        cuts = list(range(1, len(log)))
+        cuts = list(range(1, len(log)))  # one event at a time
+    else:
+        rng = random.Random(batches)
+        cuts = sorted(rng.sample(range(1, len(log)), rng.randrange(len(log))))
     chunks = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(log)], strict=True)]
 
     async def run() -> None:
