@@ -1,5 +1,6 @@
 """The call-tracking store's Redis scripts against the real Redis: which lease a
-call falls in, and a call meeting the deal events that waited for it."""
+call falls in, a call meeting the deal events that waited for it, and a batch
+of them in pipelines."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import uuid
 import orjson
 import pytest
 
+from stream.core.events import decode
 from stream.core.tracking import Tracking
-from stream.worker.tracking_store import WAITING_AFTER_CALL_S, TrackingStore
+from stream.worker.tracking_store import (
+    WAITING_AFTER_CALL_S,
+    TrackingStore,
+    attribute,
+    attribute_all,
+)
 from tests.support import settings_for
 
 pytestmark = pytest.mark.integration
@@ -90,3 +97,56 @@ def test_a_call_takes_the_deals_that_waited_for_it_and_later_deals_see_its_touch
     assert later == {"channel": "paid", "campaign": "winter"}
     assert again == taken and orjson.loads(again[0])["n"] == 1
     assert nothing == []
+
+
+def test_a_batch_in_three_pipelines_attributes_as_one_event_after_another(stack, stack_env):
+    """``attribute_all`` against the real Redis: a batch (a deal before its call,
+    the call to a leased number, a deal after it, a deal of a call not seen
+    with a leased visitor, one with its own channel, a call to a static number)
+    gives, result for result, what the same events one by one give on a store
+    set up the same way; the early deal is corrected and the later one sees
+    the call's touch."""
+    at = 1_800_000_000.0
+
+    def event(doc: dict) -> tuple:
+        raw = orjson.dumps({"occurred_at": "2027-01-15T08:00:00Z", **doc})
+        return decode(raw, now=float("inf")), raw
+
+    batch = [
+        event({"event_id": "e1", "type": "deal_stage", "deal_id": "d1", "stage": "lead",
+               "call_id": "c1"}),
+        event({"event_id": "e2", "type": "call", "call_id": "c1",
+               "tracking_number": "+15555550100"}),
+        event({"event_id": "e3", "type": "deal_stage", "deal_id": "d2", "stage": "lead",
+               "call_id": "c1"}),
+        event({"event_id": "e4", "type": "deal_stage", "deal_id": "d3", "stage": "lead",
+               "call_id": "c9", "visitor_id": "v1"}),
+        event({"event_id": "e5", "type": "deal_stage", "deal_id": "d4", "stage": "lead",
+               "channel": "email"}),
+        event({"event_id": "e6", "type": "call", "call_id": "c2",
+               "tracking_number": "+15555550150"}),
+    ]  # fmt: skip
+    lease = {"visitor_id": "v1", "session_id": "s1", "channel": "paid", "campaign": "winter"}
+
+    async def attributed(batched: bool) -> list:
+        store = store_for(stack_env)
+        try:
+            await store.sync_pool()
+            await store.lease(lease, at - 60)
+            timed = [(ev, raw) for ev, raw in batch]
+            for ev, _ in timed:
+                ev.ts = at
+            if batched:
+                return await attribute_all(store, timed)
+            return [await attribute(store, ev, raw) for ev, raw in timed]
+        finally:
+            await store.redis.delete(*await store.redis.keys(store.prefix + "*"))
+            await store.close()
+
+    together, one_by_one = run(attributed(True)), run(attributed(False))
+    assert together == one_by_one
+    results = [result for _, result, _ in together]
+    assert results == ["none", "lease", "call", "visitor", "own", "static"]
+    (fix,) = together[1][2]  # the call corrects the deal that came before it
+    assert orjson.loads(fix)["event_id"] == "e1" and orjson.loads(fix)["campaign"] == "winter"
+    assert orjson.loads(together[2][0])["campaign"] == "winter"
